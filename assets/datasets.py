@@ -1,0 +1,79 @@
+"""[datasets] Training and evaluation tables built from the raw problems."""
+
+import dagster as dg
+
+from assets._metadata import preview
+from assets.raw import raw_problems
+from pipelines.data.datasets import (assert_disjoint, build_eval_suites, build_preference, build_sft,
+                                     build_think, problems_from_rows, train_problems)
+from pipelines.data.datasets import ContaminationError
+from pipelines.profiles import with_overrides
+from resources import DuckDBStore, LineageProfile
+
+
+def _problems(duckdb: DuckDBStore):
+    return problems_from_rows(duckdb.rows("raw_problems"))
+
+
+def _table_result(rows: list[dict], preview_columns: list[str]) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"dagster/row_count": len(rows),
+                                          "preview": preview(rows, preview_columns)})
+
+
+@dg.asset(group_name="datasets", deps=[raw_problems], kinds={"python", "duckdb"})
+def sft_dataset(duckdb: DuckDBStore) -> dg.MaterializeResult:
+    """Instruct SFT rows: question → direct answer."""
+    rows = build_sft(_problems(duckdb))
+    duckdb.replace_table("sft_dataset", rows)
+    return _table_result(rows, ["prompt", "completion"])
+
+
+@dg.asset(group_name="datasets", deps=[raw_problems], kinds={"python", "duckdb"})
+def think_dataset(duckdb: DuckDBStore) -> dg.MaterializeResult:
+    """Reasoning SFT rows: question → <think>worked solution</think> answer."""
+    rows = build_think(_problems(duckdb))
+    duckdb.replace_table("think_dataset", rows)
+    return _table_result(rows, ["prompt", "completion"])
+
+
+class PreferenceConfig(dg.Config):
+    seed: int | None = None
+
+
+@dg.asset(group_name="datasets", deps=[raw_problems], kinds={"python", "duckdb"})
+def preference_dataset(config: PreferenceConfig, duckdb: DuckDBStore, profile: LineageProfile) -> dg.MaterializeResult:
+    """DPO pairs: chosen = correct worked solution, rejected = a solution reaching a wrong answer."""
+    seed = config.seed if config.seed is not None else profile.settings().data.seed
+    rows = build_preference(_problems(duckdb), seed)
+    duckdb.replace_table("preference_dataset", rows)
+    return _table_result(rows, ["prompt", "chosen", "rejected"])
+
+
+class EvalSuitesConfig(dg.Config):
+    eval_suite_size: int | None = None
+    seed: int | None = None
+    max_operand: int | None = None
+
+
+@dg.asset(group_name="datasets", deps=[raw_problems], kinds={"python", "duckdb"})
+def eval_suites(config: EvalSuitesConfig, duckdb: DuckDBStore, profile: LineageProfile) -> dg.MaterializeResult:
+    """Held-out suites: in-distribution, perturbed twins, domain shift; disjoint from training, checked."""
+    data = with_overrides(profile.settings().data, config.model_dump())
+    rows = build_eval_suites(_problems(duckdb), data.eval_suite_size, data.seed, data.max_operand)
+    duckdb.replace_table("eval_suites", rows)
+    sizes = {suite: sum(r["suite"] == suite for r in rows) for suite in sorted({r["suite"] for r in rows})}
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(rows), "suite_sizes": dg.MetadataValue.json(sizes),
+        "preview": preview(rows, ["suite", "question", "answer"]),
+    })
+
+
+@dg.asset_check(asset=eval_suites, blocking=True, description="No eval item appears in the training split.")
+def eval_suites_disjoint_from_training(duckdb: DuckDBStore) -> dg.AssetCheckResult:
+    eval_rows = duckdb.rows("eval_suites")
+    try:
+        assert_disjoint(eval_rows, train_problems(_problems(duckdb)))
+    except ContaminationError as error:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                                   metadata={"error": str(error)})
+    return dg.AssetCheckResult(passed=True, metadata={"eval_items_checked": len(eval_rows)})

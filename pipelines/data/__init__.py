@@ -1,0 +1,1 @@
+"""Raw data and dataset building: generation, ingestion with quarantine, formatting, splits."""

@@ -1,0 +1,117 @@
+"""Build the training and evaluation datasets from raw problems.
+
+Every builder is a pure function of its input rows and a seed, so the same raw data and config always
+give the same tables. Eval suites come only from the test split (and from problems generated to avoid
+training keys), and ``assert_disjoint`` proves it before anything is written.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable
+
+from pipelines.data.formats import corpus_document, think_completion
+from pipelines.data.problems import TEST_SPLIT, TRAIN_SPLIT, Problem, normalize_question
+from pipelines.data.synthetic import domain_shift_problems, perturb
+
+IN_DISTRIBUTION = "in_distribution"
+PERTURBED = "perturbed"
+DOMAIN_SHIFT = "domain_shift"
+_LAST_RESULT = re.compile(r"=\s*(-?\d+(?:\.\d+)?)(?!.*=\s*-?\d)", re.S)
+
+
+class ContaminationError(ValueError):
+    """Raised when an eval item also appears in training data."""
+
+
+def problems_from_rows(rows: Iterable[dict]) -> list[Problem]:
+    return [Problem(**{k: row[k] for k in Problem.__dataclass_fields__}) for row in rows]
+
+
+def train_problems(problems: list[Problem]) -> list[Problem]:
+    return [p for p in problems if p.split == TRAIN_SPLIT]
+
+
+def build_corpus(problems: list[Problem]) -> list[dict]:
+    """Pretraining documents from the training split only: the base must not see eval answers."""
+    return [{"problem_id": p.problem_id, "text": corpus_document(p.question, p.solution, p.answer)}
+            for p in train_problems(problems)]
+
+
+def build_sft(problems: list[Problem]) -> list[dict]:
+    """Instruct data: question → direct answer, no visible reasoning."""
+    return [{"problem_id": p.problem_id, "prompt": p.question, "completion": p.answer, "answer": p.answer}
+            for p in train_problems(problems)]
+
+
+def build_think(problems: list[Problem]) -> list[dict]:
+    """Reasoning data: question → <think>worked solution</think> answer."""
+    return [{"problem_id": p.problem_id, "prompt": p.question,
+             "completion": think_completion(p.solution, p.answer), "answer": p.answer}
+            for p in train_problems(problems)]
+
+
+def wrong_solution(problem: Problem, rng: random.Random) -> tuple[str, str]:
+    """A plausible solution that reaches a wrong answer: the last computed result is off by a few.
+
+    Works on any worked solution text: if there is no ``= N`` step, only the final answer changes.
+    """
+    offset = rng.choice([-3, -2, -1, 1, 2, 3])
+    wrong = str(int(float(problem.answer)) + offset) if float(problem.answer).is_integer() \
+        else f"{float(problem.answer) + offset:g}"
+    match = _LAST_RESULT.search(problem.solution)
+    if match is None:
+        return problem.solution, wrong
+    solution = problem.solution[: match.start(1)] + wrong + problem.solution[match.end(1):]
+    return solution, wrong
+
+
+def build_preference(problems: list[Problem], seed: int) -> list[dict]:
+    """Synthetic pairs: chosen = correct worked solution, rejected = one that reaches a wrong answer."""
+    rng = random.Random(seed)
+    rows = []
+    for p in train_problems(problems):
+        bad_solution, bad_answer = wrong_solution(p, rng)
+        rows.append({"problem_id": p.problem_id, "prompt": p.question,
+                     "chosen": think_completion(p.solution, p.answer),
+                     "rejected": think_completion(bad_solution, bad_answer),
+                     "answer": p.answer, "rejected_answer": bad_answer})
+    return rows
+
+
+def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_operand: int) -> list[dict]:
+    """In-distribution held-out, perturbed twins (new numbers) and domain-shifted wording.
+
+    Perturbed and domain-shift suites need generator templates; for ingested data (no templates)
+    only the in-distribution suite is built.
+    """
+    rng = random.Random(seed)
+    held_out = [p for p in problems if p.split == TEST_SPLIT][:suite_size]
+    if not held_out:
+        raise ValueError("no test-split problems to evaluate on: raise eval_fraction or add a test file")
+    forbidden = {p.key for p in problems}
+    suites: list[tuple[str, Problem, str | None]] = [(IN_DISTRIBUTION, p, None) for p in held_out]
+    for p in held_out:
+        if p.template is not None:
+            twin = perturb(p, rng, max_operand, forbidden)
+            forbidden.add(twin.key)
+            suites.append((PERTURBED, twin, p.problem_id))
+    if any(p.template is not None for p in held_out):
+        suites += [(DOMAIN_SHIFT, p, None) for p in domain_shift_problems(suite_size, seed, max_operand)]
+    rows = [{"suite": suite, "problem_id": p.problem_id, "key": p.key, "question": p.question,
+             "solution": p.solution, "answer": p.answer, "original_problem_id": original}
+            for suite, p, original in suites]
+    assert_disjoint(rows, train_problems(problems))
+    return rows
+
+
+def assert_disjoint(eval_rows: list[dict], training: list[Problem]) -> None:
+    """No eval item may share a problem key or a normalized question with any training problem."""
+    train_keys = {p.key for p in training}
+    train_questions = {normalize_question(p.question) for p in training}
+    leaked = [r for r in eval_rows
+              if r["key"] in train_keys or normalize_question(r["question"]) in train_questions]
+    if leaked:
+        sample = ", ".join(f"{r['suite']}/{r['problem_id']}" for r in leaked[:5])
+        raise ContaminationError(f"{len(leaked)} eval items also appear in training data: {sample}")

@@ -1,0 +1,27 @@
+"""The raw stage: one entry point that yields problems (+ quarantine) from the configured source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.data.ingest import IngestResult, ingest_jsonl
+from pipelines.data.synthetic import generate_problems
+from pipelines.profiles import DataSettings
+
+SYNTHETIC = "synthetic"
+JSONL = "jsonl"
+QUARANTINE_COLUMNS = ("file", "line", "kind", "reason", "raw")
+
+
+def load_raw_problems(source: str, data: DataSettings, jsonl_paths: list[str] | None = None,
+                      question_field: str = "question", answer_field: str = "answer") -> IngestResult:
+    """Generated problems (``synthetic``) or ingested GSM8K-format files (``jsonl``)."""
+    if source == SYNTHETIC:
+        problems = generate_problems(data.n_problems, data.seed, data.max_operand, data.eval_fraction)
+        return IngestResult(problems=problems, quarantined=[], lines_read=len(problems))
+    if source == JSONL:
+        if not jsonl_paths:
+            raise ValueError("source 'jsonl' needs jsonl_paths (e.g. ../shared/datasets/gsm8k/train.jsonl)")
+        return ingest_jsonl([Path(p) for p in jsonl_paths], question_field=question_field,
+                            answer_field=answer_field)
+    raise ValueError(f"unknown raw source '{source}', expected '{SYNTHETIC}' or '{JSONL}'")

@@ -1,0 +1,49 @@
+"""The code location: assets, checks, resources and jobs that ``workspace.yaml`` loads.
+
+Paths and the profile come from the environment so one definition serves the demo, tests and
+deployments: ``LLM_LINEAGE_HOME`` (data root, default ``./var``), ``LLM_LINEAGE_PROFILE`` (``tiny``),
+``MLFLOW_TRACKING_URI`` (default: a SQLite file under the data root).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import dagster as dg  # noqa: E402
+
+from assets import checkpoints, datasets, evals, raw  # noqa: E402
+from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_home() -> Path:
+    return Path(os.environ.get("LLM_LINEAGE_HOME", PROJECT_ROOT / "var")).resolve()
+
+
+def default_resources(home: Path | None = None, profile: str | None = None,
+                      tracking_uri: str | None = None) -> dict:
+    """Resources rooted at ``home``: one DuckDB file, one MLflow store, one checkpoint tree."""
+    home = home or data_home()
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    return {
+        "duckdb": DuckDBStore(path=str(home / "lineage.duckdb")),
+        "checkpoints": CheckpointStore(root=str(home / "checkpoints")),
+        "mlflow": MLflowTracking(tracking_uri=tracking_uri, artifact_root=str(home / "mlflow" / "artifacts"),
+                                 ui_url=os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000")),
+        "profile": LineageProfile(name=profile or os.environ.get("LLM_LINEAGE_PROFILE", "tiny")),
+    }
+
+
+LINEAGE_MODULES = (raw, datasets, checkpoints, evals)
+all_assets = dg.load_assets_from_modules(LINEAGE_MODULES)
+all_checks = dg.load_asset_checks_from_modules(LINEAGE_MODULES)
+
+lineage_job = dg.define_asset_job("full_lineage", selection=dg.AssetSelection.all(),
+                                  description="Every asset, raw data to eval report.")
+
+defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[lineage_job],
+                      resources=default_resources())

@@ -1,0 +1,1 @@
+"""Evaluation: prompting per variant, batched generation, grading, comparison reports."""

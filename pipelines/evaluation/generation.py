@@ -1,0 +1,57 @@
+"""Batched greedy generation: length-sorted batches, left padding, KV cache, stop tokens, max tokens.
+
+Sorting prompts by length keeps padding small; results are returned in the caller's order.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class GenerationRun:
+    generations: list[Generation]
+    seconds: float
+
+    @property
+    def samples_per_second(self) -> float:
+        return len(self.generations) / self.seconds if self.seconds else float("inf")
+
+
+def load_for_generation(model_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.eval()
+    return model, tokenizer
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> GenerationRun:
+    import torch
+
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    results: dict[int, Generation] = {}
+    stop_ids = model.generation_config.eos_token_id
+    started = time.perf_counter()
+    for start in range(0, len(order), batch_size):
+        batch_ids = order[start:start + batch_size]
+        encoded = tokenizer([prompts[i] for i in batch_ids], return_tensors="pt", padding=True,
+                            add_special_tokens=False)
+        with torch.inference_mode():
+            output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
+                                    use_cache=True, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
+        new_tokens = output[:, encoded["input_ids"].shape[1]:]
+        for row, index in enumerate(batch_ids):
+            tokens = new_tokens[row]
+            produced = int((tokens != tokenizer.pad_token_id).sum())
+            results[index] = Generation(tokenizer.decode(tokens, skip_special_tokens=True).strip(), produced)
+    return GenerationRun([results[i] for i in range(len(prompts))], time.perf_counter() - started)

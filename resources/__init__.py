@@ -1,0 +1,8 @@
+"""With what the lineage runs: storage, tracking and checkpoint resources (Dagster ConfigurableResources)."""
+
+from resources.checkpoint_store import CheckpointStore
+from resources.duckdb_store import DuckDBStore
+from resources.mlflow_tracking import MLflowTracking, TrackedRun
+from resources.profile import LineageProfile
+
+__all__ = ["CheckpointStore", "DuckDBStore", "LineageProfile", "MLflowTracking", "TrackedRun"]

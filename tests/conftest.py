@@ -1,0 +1,69 @@
+"""Shared fixtures: a real MLflow tracking server on 127.0.0.1, smoke-profile resources, GSM8K paths."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GSM8K_DIR = REPO_ROOT.parent / "shared" / "datasets" / "gsm8k"
+SERVER_START_TIMEOUT_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> str:
+    """``mlflow server`` with a SQLite backend in a temp dir, on loopback; yields its URL."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = _free_port()
+    log = open(root / "server.log", "w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
+        try:
+            if requests.get(f"{url}/health", timeout=1).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        raise RuntimeError(f"mlflow server did not start in {SERVER_START_TIMEOUT_S}s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture
+def lineage_home(tmp_path) -> Path:
+    return tmp_path / "lineage"
+
+
+@pytest.fixture
+def gsm8k_dir() -> Path:
+    if not (GSM8K_DIR / "train.jsonl").is_file():
+        pytest.fail(f"GSM8K files expected at {GSM8K_DIR} (the shared/ folder beside the repo)")
+    return GSM8K_DIR

@@ -1,0 +1,26 @@
+import dagster as dg
+
+from pipelines.definitions import defs
+
+TRAINING_ASSETS = {"base_checkpoint", "instruct_checkpoint", "reasoning_checkpoint"}
+
+
+def test_definitions_load_with_the_four_groups():
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert set(groups.values()) == {"raw", "datasets", "checkpoints", "evals"}
+    assert groups["eval_report"] == "evals" and groups["reasoning_checkpoint"] == "checkpoints"
+
+
+def test_training_assets_share_the_gpu_pool():
+    graph = defs.resolve_asset_graph()
+    pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
+    assert all(pools[name] == {"gpu"} for name in TRAINING_ASSETS)
+    assert not pools["eval_report"]
+
+
+def test_lineage_order_reasoning_reads_base_think_and_preferences():
+    graph = defs.resolve_asset_graph()
+    parents = {key.to_user_string() for key in graph.get(dg.AssetKey("reasoning_checkpoint")).parent_keys}
+    assert parents == {"base_checkpoint", "think_dataset", "preference_dataset"}

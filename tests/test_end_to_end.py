@@ -1,0 +1,102 @@
+"""The whole lineage, raw data to eval report, on the smoke profile: real Dagster, TRL, MLflow, DuckDB."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pipelines.definitions import PROJECT_ROOT, all_assets, all_checks, default_resources
+from pipelines.profiles import SMOKE
+
+CHECKPOINTS = ("base_checkpoint", "instruct_checkpoint", "reasoning_checkpoint")
+TRAINED_AND_EVALUATED = {"tokenizer", *CHECKPOINTS, "eval_base", "eval_instruct", "eval_reasoning", "eval_report"}
+
+
+@pytest.fixture(scope="module")
+def lineage(tmp_path_factory, mlflow_server):
+    home = tmp_path_factory.mktemp("e2e")
+    resources = default_resources(home, profile="smoke", tracking_uri=mlflow_server)
+    definitions = dg.Definitions(assets=all_assets, asset_checks=all_checks, resources=resources)
+    job = definitions.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    return result, resources
+
+
+def test_every_asset_materializes_and_checks_pass(lineage):
+    result, _ = lineage
+    assert result.success
+    materialized = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+    expected = {key.to_user_string() for a in all_assets for key in a.keys}
+    assert materialized == expected
+    assert [e.passed for e in result.get_asset_check_evaluations()] == [True]
+
+
+def test_every_checkpoint_directory_loads_with_transformers(lineage):
+    _, resources = lineage
+    AutoTokenizer.from_pretrained(resources["checkpoints"].current("tokenizer"))
+    for name in CHECKPOINTS:
+        directory = resources["checkpoints"].current(name)
+        model = AutoModelForCausalLM.from_pretrained(directory)
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        assert model.config.model_type == "qwen3" and model.config.vocab_size == len(tokenizer)
+
+
+def test_duckdb_tables_have_the_expected_rows(lineage):
+    _, resources = lineage
+    duckdb = resources["duckdb"]
+    assert duckdb.count("raw_problems") == SMOKE.data.n_problems
+    assert duckdb.count("raw_quarantine") == 0
+    train = duckdb.query("SELECT count(*) AS n FROM raw_problems WHERE split = 'train'")[0]["n"]
+    for table in ("raw_corpus", "sft_dataset", "think_dataset", "preference_dataset"):
+        assert duckdb.count(table) == train, table
+    suites = {r["suite"]: r["n"] for r in duckdb.query("SELECT suite, count(*) AS n FROM eval_suites GROUP BY 1")}
+    assert suites == {name: SMOKE.data.eval_suite_size for name in ("in_distribution", "perturbed", "domain_shift")}
+    per_variant = duckdb.query("SELECT variant, count(*) AS n FROM eval_samples GROUP BY 1 ORDER BY 1")
+    assert per_variant == [{"variant": v, "n": sum(suites.values())} for v in ("base", "instruct", "reasoning")]
+
+
+def test_eval_report_compares_three_variants_on_every_suite(lineage):
+    result, resources = lineage
+    summary = resources["duckdb"].rows("eval_summary")
+    assert {(r["variant"], r["suite"]) for r in summary} == {
+        (v, s) for v in ("base", "instruct", "reasoning") for s in ("in_distribution", "perturbed", "domain_shift")}
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["mean_output_tokens"] > 0 for r in summary)
+    table = result.asset_materializations_for_node("eval_report")[0].metadata["comparison"].value
+    assert all(f"| {variant} |" in table for variant in ("base", "instruct", "reasoning"))
+    assert "perturbed acc" in table
+
+
+def test_mlflow_holds_a_finished_run_per_training_and_eval_asset(lineage):
+    result, resources = lineage
+    runs = resources["mlflow"].runs(f"tags.`dagster.run_id` = '{result.run_id}'")
+    by_asset = {r.data.tags["dagster.asset_key"]: r for r in runs}
+    assert set(by_asset) == TRAINED_AND_EVALUATED
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert by_asset["reasoning_checkpoint"].data.metrics["dpo/steps"] == SMOKE.dpo.max_steps
+    assert by_asset["eval_instruct"].data.params["variant"] == "instruct"
+    link = result.asset_materializations_for_node("base_checkpoint")[0].metadata["mlflow_run"].value
+    assert by_asset["base_checkpoint"].info.run_id in link
+
+
+def test_cli_materialize_uses_the_default_executor_and_sqlite_store(tmp_path):
+    """`dagster asset materialize` as `make demo` runs it: multiprocess executor, SQLite MLflow, pools."""
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "LLM_LINEAGE_HOME": str(tmp_path / "lineage"),
+           "LLM_LINEAGE_PROFILE": "smoke"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    completed = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize", "--select", "*",
+         "-m", "pipelines.definitions"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    log = completed.stdout + completed.stderr
+    assert completed.returncode == 0, log[-4000:]
+    assert "database is locked" not in log and "Could not set lock" not in log
+    resources = default_resources(tmp_path / "lineage", profile="smoke")
+    assert resources["mlflow"].tracking_uri.startswith("sqlite:///")
+    assert {r.data.tags["dagster.asset_key"] for r in resources["mlflow"].runs()} == TRAINED_AND_EVALUATED
+    assert resources["duckdb"].count("eval_summary") == 9
