@@ -1,6 +1,10 @@
+import os
+import subprocess
+import sys
+
 import dagster as dg
 
-from pipelines.definitions import defs
+from pipelines.definitions import PROJECT_ROOT, defs
 
 TRAINING_ASSETS = {"base_checkpoint", "instruct_checkpoint", "reasoning_checkpoint"}
 
@@ -24,3 +28,12 @@ def test_lineage_order_reasoning_reads_base_think_and_preferences():
     graph = defs.resolve_asset_graph()
     parents = {key.to_user_string() for key in graph.get(dg.AssetKey("reasoning_checkpoint")).parent_keys}
     assert parents == {"base_checkpoint", "think_dataset", "preference_dataset"}
+
+
+def test_workspace_yaml_validates_with_the_dagster_cli(tmp_path):
+    completed = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=PROJECT_ROOT, env={**os.environ, "DAGSTER_HOME": str(tmp_path)}, capture_output=True, text=True,
+        timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "All code locations passed validation" in completed.stdout + completed.stderr

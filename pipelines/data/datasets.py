@@ -18,6 +18,7 @@ from pipelines.data.synthetic import domain_shift_problems, perturb
 IN_DISTRIBUTION = "in_distribution"
 PERTURBED = "perturbed"
 DOMAIN_SHIFT = "domain_shift"
+SUITES = (IN_DISTRIBUTION, PERTURBED, DOMAIN_SHIFT)  # report order: the paper's reading order
 _LAST_RESULT = re.compile(r"=\s*(-?\d+(?:\.\d+)?)(?!.*=\s*-?\d)", re.S)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pipelines.data.datasets import SUITES
 from pipelines.evaluation.prompts import VARIANTS
 
 
 def comparison_markdown(summary: list[dict]) -> str:
     """Markdown table: one row per variant, an accuracy and a mean-token column per suite."""
-    suites = sorted({row["suite"] for row in summary})
+    present = {row["suite"] for row in summary}
+    suites = [s for s in SUITES if s in present] + sorted(present - set(SUITES))
     cells = {(row["variant"], row["suite"]): row for row in summary}
     variants = [v for v in VARIANTS if any(row["variant"] == v for row in summary)]
     header = "| variant | " + " | ".join(f"{s} acc | {s} tokens" for s in suites) + " |"

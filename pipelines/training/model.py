@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import PreTrainedTokenizerBase, Qwen3Config, Qwen3ForCausalLM
-
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -17,9 +15,10 @@ class ModelShape:
     max_positions: int
 
 
-def init_tiny_qwen3(shape: ModelShape, tokenizer: PreTrainedTokenizerBase, seed: int) -> Qwen3ForCausalLM:
+def init_tiny_qwen3(shape: ModelShape, tokenizer, seed: int):
     """Randomly initialised Qwen3 sized by ``shape``, with special-token ids taken from ``tokenizer``."""
     import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(seed)
     config = Qwen3Config(
