@@ -1,14 +1,26 @@
-"""The one way a checkpoint asset trains: open an MLflow run, publish atomically, report metadata."""
+"""The one way a checkpoint asset is produced: fingerprint, reuse or train (Pipes), publish, report.
 
+A checkpoint's version is the fingerprint of everything that determines it (its input checkpoints'
+versions, its training data, config and code version). Re-materializing with an unchanged
+fingerprint reuses the published checkpoint instead of retraining, and says so in the log.
+"""
+
+import hashlib
+import json
+import shutil
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import dagster as dg
 
 from assets._metadata import mlflow_metadata
+from pipelines.training.job import LoraSettings, TrainJob
+from pipelines.training.plots import loss_curve_png, png_markdown
 from pipelines.training.recipes import TrainingSummary
-from resources import CheckpointStore, MLflowTracking
+from resources import CheckpointStore, MLflowTracking, TrainingLauncher
+
+LINEAGE_FILE = "lineage.json"
 
 
 class TrainOverrides(dg.Config):
@@ -19,36 +31,122 @@ class TrainOverrides(dg.Config):
     learning_rate: float | None = None
     max_length: int | None = None
     seed: int | None = None
+    gradient_accumulation_steps: int | None = None
 
 
-def train_checkpoint(context: dg.AssetExecutionContext, name: str, params: dict,
-                     train: Callable[[Path], list[TrainingSummary]], checkpoints: CheckpointStore,
-                     mlflow: MLflowTracking) -> dg.MaterializeResult:
-    """Run ``train(staging_dir)`` inside an MLflow run and publish the directory as checkpoint ``name``."""
-    with mlflow.start_run(run_name=name, tags=mlflow.dagster_tags(context)) as run:
+class LoraOptions(dg.Config):
+    """LoRA via peft. ``merge=True`` publishes merged full weights (loads anywhere); ``False`` publishes
+    an adapter-only directory (load with ``peft.AutoPeftModelForCausalLM``)."""
+
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    merge: bool = True
+
+    def settings(self) -> LoraSettings | None:
+        return LoraSettings(r=self.r, alpha=self.alpha, merge=self.merge) if self.enabled else None
+
+
+def combined_fingerprint(parts: list[str]) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def read_lineage(checkpoints: CheckpointStore, name: str) -> dict:
+    """The published checkpoint's lineage record ({} if it has none)."""
+    path = checkpoints.current(name) / LINEAGE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def input_version(checkpoints: CheckpointStore, name: str) -> str:
+    return read_lineage(checkpoints, name).get("fingerprint", checkpoints.current(name).name)
+
+
+def _reuse_if_unchanged(context, name: str, fingerprint: str, checkpoints: CheckpointStore):
+    try:
+        published = read_lineage(checkpoints, name)
+    except FileNotFoundError:
+        return None
+    if published.get("fingerprint") != fingerprint:
+        return None
+    path = checkpoints.current(name)
+    context.log.info(f"{name}: inputs, config and code unchanged (fingerprint {fingerprint}); "
+                     f"reusing {path} instead of retraining")
+    return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+        "reused": True, "fingerprint": fingerprint, "path": dg.MetadataValue.path(str(path)),
+        "mlflow_run_id": published.get("mlflow_run_id", "")})
+
+
+def build_checkpoint(context: dg.AssetExecutionContext, name: str, fingerprint: str, params: dict,
+                     build: Callable[[Path, object], list[TrainingSummary]], checkpoints: CheckpointStore,
+                     mlflow: MLflowTracking, lineage: dict | None = None) -> dg.MaterializeResult:
+    """Reuse, or run ``build(staging_dir, mlflow_run)`` in an MLflow run and publish the directory."""
+    reused = _reuse_if_unchanged(context, name, fingerprint, checkpoints)
+    if reused is not None:
+        return reused
+    with mlflow.start_run(run_name=name, tags=mlflow.dagster_tags(context) | {"fingerprint": fingerprint}) as run:
         run.log_params(params)
-        with checkpoints.publish(name, version=context.run.run_id) as staging:
-            summaries = train(staging)
+        with checkpoints.publish(name, version=fingerprint) as staging:
+            summaries = build(staging, run)
+            record = {"fingerprint": fingerprint, "dagster_run_id": context.run.run_id, "mlflow_run_id": run.run_id,
+                      "params": params, **(lineage or {})}
+            (staging / LINEAGE_FILE).write_text(json.dumps(record, indent=2, default=str))
         metrics = {}
         for summary in summaries:
-            prefix = f"{summary.recipe}/" if len(summaries) > 1 else ""
-            metrics.update({prefix + key: value for key, value in summary.metrics().items()})
-            run.log_metric_history(f"{summary.recipe}/loss", summary.loss_history)
+            metrics.update({f"{summary.recipe}/{key}": value for key, value in summary.metrics().items()})
         run.log_metrics(metrics)
+        plot_md = {}
+        curves = {s.recipe: s.loss_history for s in summaries if s.loss_history}
+        if curves:
+            png = loss_curve_png(curves, title=name)
+            plot_path = checkpoints.current(name) / "loss_curve.png"
+            plot_path.write_bytes(png)
+            run.log_artifact(plot_path)
+            plot_md = {"loss_curve": dg.MetadataValue.md(png_markdown(png, f"{name} loss"))}
     path = checkpoints.current(name)
     context.log.info(f"published {name} at {path} (MLflow run {run.run_id})")
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(path)),
-        "params": dg.MetadataValue.json(params),
-        **{key: float(value) for key, value in metrics.items()},
-        **mlflow_metadata(run),
+    return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+        "reused": False, "fingerprint": fingerprint, "path": dg.MetadataValue.path(str(path)),
+        "params": dg.MetadataValue.json(params), **{key: float(value) for key, value in metrics.items()},
+        **plot_md, **mlflow_metadata(run),
     })
+
+
+def train_stages(context: dg.AssetExecutionContext, name: str, start_dir: Path | None, stages: list[TrainJob],
+                 checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
+                 params: dict) -> dg.MaterializeResult:
+    """Chain training stages (each a Pipes subprocess); the last one's output is checkpoint ``name``.
+
+    Earlier stages are kept as ``stages/<stage>/`` inside the published directory.
+    """
+    fingerprint = combined_fingerprint([job.fingerprint() for job in stages])
+    work_root = Path(launcher.work_root) / name / fingerprint
+
+    def build(staging: Path, run) -> list[TrainingSummary]:
+        summaries, model_dir = [], start_dir
+        for index, job in enumerate(stages):
+            stage = job.stage_name
+            output = staging if index == len(stages) - 1 else staging / "stages" / stage
+            prepared = replace(job, model_dir=str(model_dir) if model_dir else job.model_dir,
+                               output_dir=str(output), work_dir=str(work_root / stage),
+                               mlflow_tracking_uri=mlflow.tracking_uri, mlflow_run_id=run.run_id)
+            (work_root / stage).mkdir(parents=True, exist_ok=True)
+            summaries.append(launcher.run(context, prepared, work_root / stage / "job.json"))
+            model_dir = output
+        return summaries
+
+    lineage = {"stages": [{"recipe": j.recipe, "fingerprint": j.fingerprint(), "input_versions": j.input_versions,
+                           "settings": asdict(j.settings)} for j in stages]}
+    result = build_checkpoint(context, name, fingerprint, params, build, checkpoints, mlflow, lineage)
+    shutil.rmtree(work_root, ignore_errors=True)  # resume state is only needed until the publish succeeds
+    return result
 
 
 def settings_params(**settings) -> dict:
     """Flatten dataclass settings into MLflow params (``stage.field``)."""
     params = {}
     for prefix, value in settings.items():
+        if value is None:
+            continue
         for key, item in asdict(value).items():
             params[f"{prefix}.{key}"] = item
     return params

@@ -1,14 +1,20 @@
-"""[checkpoints] Tokenizer and the base / instruct / reasoning models, each a loadable directory."""
+"""[checkpoints] Tokenizer, base, and the two post-training branches (instruct; think-SFT → reasoning)."""
+
+from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
-from assets._training import TrainOverrides, settings_params, train_checkpoint
+from assets._training import (LoraOptions, TrainOverrides, build_checkpoint, combined_fingerprint,
+                              input_version, settings_params, train_stages)
 from assets.datasets import preference_dataset, sft_dataset, think_dataset
 from assets.raw import raw_corpus
+from pipelines.data.datasets import direct_answer_pairs
 from pipelines.profiles import with_overrides
-from pipelines.training.recipes import pretrain_base, sft, think_sft_then_dpo
+from pipelines.training.job import CODE_VERSION, TrainJob, file_sha256, write_rows
+from pipelines.training.recipes import import_base
 from pipelines.training.tokenizer import train_tokenizer
-from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking
+from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking, TrainingLauncher
 
 TRAINING_POOL = "gpu"
 
@@ -19,70 +25,150 @@ class TokenizerConfig(dg.Config):
 
 @dg.asset(group_name="checkpoints", deps=[raw_corpus], kinds={"huggingface"})
 def tokenizer(context: dg.AssetExecutionContext, config: TokenizerConfig, duckdb: DuckDBStore,
-              checkpoints: CheckpointStore, mlflow: MLflowTracking, profile: LineageProfile) -> dg.MaterializeResult:
+              checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
+              profile: LineageProfile) -> dg.MaterializeResult:
     """Byte-level BPE (digits split) trained on the pretraining corpus, with a ChatML template."""
     vocab_size = config.vocab_size or profile.settings().tokenizer_vocab_size
-    texts = [row["text"] for row in duckdb.query("SELECT text FROM raw_corpus")]
+    rows = duckdb.query("SELECT text FROM raw_corpus ORDER BY problem_id")
+    corpus = write_rows(rows, Path(launcher.work_root) / "tokenizer" / "corpus.jsonl")
+    fingerprint = combined_fingerprint([file_sha256(corpus), str(vocab_size), CODE_VERSION])
 
-    def train(staging) -> list:
-        train_tokenizer(texts, vocab_size, staging)
+    def build(staging, run) -> list:
+        train_tokenizer([row["text"] for row in rows], vocab_size, staging)
         return []  # nothing step-wise to report; the params say what was trained
 
-    return train_checkpoint(context, "tokenizer", {"vocab_size": vocab_size, "documents": len(texts)},
-                            train, checkpoints, mlflow)
+    return build_checkpoint(context, "tokenizer", fingerprint, {"vocab_size": vocab_size, "documents": len(rows)},
+                            build, checkpoints, mlflow)
+
+
+class BaseConfig(TrainOverrides):
+    base_model: str | None = Field(default=None, description="Use an existing base model (local directory "
+                                   "or HF id) instead of pretraining the tiny one.")
+    trust_remote_code: bool = Field(default=False, description="Run model code shipped with base_model. "
+                                    "Off unless you trust its source.")
 
 
 @dg.asset(group_name="checkpoints", deps=[tokenizer, raw_corpus], kinds={"pytorch", "mlflow"}, pool=TRAINING_POOL)
-def base_checkpoint(context: dg.AssetExecutionContext, config: TrainOverrides, duckdb: DuckDBStore,
-                    checkpoints: CheckpointStore, mlflow: MLflowTracking, profile: LineageProfile) -> dg.MaterializeResult:
-    """A tiny Qwen3 pretrained from scratch on the corpus: a next-token predictor, no chat format."""
+def base_checkpoint(context: dg.AssetExecutionContext, config: BaseConfig, duckdb: DuckDBStore,
+                    checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
+                    profile: LineageProfile) -> dg.MaterializeResult:
+    """A next-token predictor: the tiny Qwen3 pretrained on the corpus, or an imported base model."""
+    if config.base_model:
+        if config.trust_remote_code:
+            context.log.warning(f"trust_remote_code enabled for {config.base_model}")
+        params = {"base_model": config.base_model, "trust_remote_code": config.trust_remote_code}
+        return build_checkpoint(
+            context, "base_checkpoint", combined_fingerprint([config.base_model, CODE_VERSION]), params,
+            lambda staging, run: [import_base(config.base_model, staging, config.trust_remote_code)],
+            checkpoints, mlflow)
     settings = profile.settings()
     train_settings = with_overrides(settings.pretrain, config.model_dump())
-    texts = [row["text"] for row in duckdb.query("SELECT text FROM raw_corpus")]
-    tokenizer_dir = checkpoints.current("tokenizer")
-    return train_checkpoint(
-        context, "base_checkpoint", settings_params(pretrain=train_settings, model=settings.model),
-        lambda staging: [pretrain_base(texts, tokenizer_dir, settings.model, train_settings, staging)],
-        checkpoints, mlflow)
+    corpus = write_rows(duckdb.query("SELECT text FROM raw_corpus ORDER BY problem_id"),
+                        Path(launcher.work_root) / "base_checkpoint" / "corpus.jsonl")
+    job = TrainJob(recipe="pretrain", data_file=str(corpus), settings=train_settings,
+                   tokenizer_dir=str(checkpoints.current("tokenizer")), model_shape=settings.model,
+                   save_steps=settings.save_steps, metric_prefix="pretrain/",
+                   input_versions={"tokenizer": input_version(checkpoints, "tokenizer")})
+    return train_stages(context, "base_checkpoint", None, [job], checkpoints, mlflow, launcher,
+                        settings_params(pretrain=train_settings, model=settings.model))
 
 
-@dg.asset(group_name="checkpoints", deps=[base_checkpoint, sft_dataset], kinds={"pytorch", "mlflow"},
-          pool=TRAINING_POOL)
-def instruct_checkpoint(context: dg.AssetExecutionContext, config: TrainOverrides, duckdb: DuckDBStore,
-                        checkpoints: CheckpointStore, mlflow: MLflowTracking,
+class InstructConfig(dg.Config):
+    sft: TrainOverrides = TrainOverrides()
+    assistant_only_loss: bool = Field(default=False, description="Mask by the chat template's generation "
+                                      "markers instead of the prompt/completion split.")
+    dpo_enabled: bool = Field(default=False, description="Add a DPO stage on direct-answer preference pairs.")
+    dpo: TrainOverrides = TrainOverrides()
+    dpo_beta: float | None = None
+    lora: LoraOptions = LoraOptions()
+
+
+@dg.asset(group_name="checkpoints", deps=[base_checkpoint, sft_dataset, preference_dataset],
+          kinds={"pytorch", "mlflow"}, pool=TRAINING_POOL)
+def instruct_checkpoint(context: dg.AssetExecutionContext, config: InstructConfig, duckdb: DuckDBStore,
+                        checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
                         profile: LineageProfile) -> dg.MaterializeResult:
-    """The base tuned with TRL SFT to answer directly (completion-only loss)."""
-    train_settings = with_overrides(profile.settings().instruct_sft, config.model_dump())
-    rows = duckdb.rows("sft_dataset")
-    base_dir = checkpoints.current("base_checkpoint")
-    return train_checkpoint(
-        context, "instruct_checkpoint", {**settings_params(sft=train_settings), "base": str(base_dir)},
-        lambda staging: [sft(base_dir, rows, train_settings, staging)], checkpoints, mlflow)
+    """The base tuned with TRL SFT to answer directly (+ optional DPO): no visible reasoning."""
+    settings = profile.settings()
+    work = Path(launcher.work_root) / "instruct_checkpoint"
+    sft_settings = with_overrides(settings.instruct_sft, config.sft.model_dump())
+    base = {"base_checkpoint": input_version(checkpoints, "base_checkpoint")}
+    stages = [TrainJob(recipe="sft", data_file=str(write_rows(duckdb.rows("sft_dataset"), work / "sft.jsonl")),
+                       settings=sft_settings, save_steps=settings.save_steps, lora=config.lora.settings(),
+                       assistant_only_loss=config.assistant_only_loss, metric_prefix="sft/", input_versions=base)]
+    params = settings_params(sft=sft_settings)
+    if config.dpo_enabled:
+        dpo_settings = with_overrides(settings.dpo, config.dpo.model_dump())
+        pairs = direct_answer_pairs(duckdb.rows("preference_dataset"))
+        stages.append(TrainJob(recipe="dpo", data_file=str(write_rows(pairs, work / "dpo.jsonl")),
+                               settings=dpo_settings, beta=config.dpo_beta or settings.dpo_beta,
+                               save_steps=settings.save_steps, metric_prefix="dpo/", input_versions=base))
+        params |= settings_params(dpo=dpo_settings)
+    return train_stages(context, "instruct_checkpoint", checkpoints.current("base_checkpoint"), stages,
+                        checkpoints, mlflow, launcher, params)
+
+
+class ThinkSftConfig(TrainOverrides):
+    assistant_only_loss: bool = False
+    lora: LoraOptions = LoraOptions()
+
+
+@dg.asset(group_name="checkpoints", deps=[base_checkpoint, think_dataset], kinds={"pytorch", "mlflow"},
+          pool=TRAINING_POOL)
+def think_sft_checkpoint(context: dg.AssetExecutionContext, config: ThinkSftConfig, duckdb: DuckDBStore,
+                         checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
+                         profile: LineageProfile) -> dg.MaterializeResult:
+    """The base tuned on <think>…</think> traces: the reasoning branch's first stage."""
+    settings = profile.settings()
+    sft_settings = with_overrides(settings.think_sft, config.model_dump())
+    data = write_rows(duckdb.rows("think_dataset"), Path(launcher.work_root) / "think_sft_checkpoint" / "think.jsonl")
+    job = TrainJob(recipe="sft", data_file=str(data), settings=sft_settings, save_steps=settings.save_steps,
+                   lora=config.lora.settings(), assistant_only_loss=config.assistant_only_loss,
+                   metric_prefix="think_sft/",
+                   input_versions={"base_checkpoint": input_version(checkpoints, "base_checkpoint")})
+    return train_stages(context, "think_sft_checkpoint", checkpoints.current("base_checkpoint"), [job],
+                        checkpoints, mlflow, launcher, settings_params(think_sft=sft_settings))
 
 
 class ReasoningConfig(dg.Config):
-    """Overrides for the two reasoning stages; unset fields take the active profile's values."""
+    """Preference and RL stages after think-SFT; each a switch. Unset numbers take the profile's."""
 
-    think_sft: TrainOverrides = TrainOverrides()
+    dpo_enabled: bool = True
     dpo: TrainOverrides = TrainOverrides()
     dpo_beta: float | None = None
+    grpo_enabled: bool = Field(default=False, description="GRPO with verifiable rewards (correctness via the "
+                               "project's grader + <think> format) after DPO.")
+    grpo: TrainOverrides = TrainOverrides()
+    grpo_num_generations: int | None = None
+    lora: LoraOptions = LoraOptions()
 
 
-@dg.asset(group_name="checkpoints", deps=[base_checkpoint, think_dataset, preference_dataset],
+@dg.asset(group_name="checkpoints", deps=[think_sft_checkpoint, preference_dataset, think_dataset],
           kinds={"pytorch", "mlflow"}, pool=TRAINING_POOL)
 def reasoning_checkpoint(context: dg.AssetExecutionContext, config: ReasoningConfig, duckdb: DuckDBStore,
-                         checkpoints: CheckpointStore, mlflow: MLflowTracking,
+                         checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
                          profile: LineageProfile) -> dg.MaterializeResult:
-    """The base tuned on <think> traces (TRL SFT), then preferences (TRL DPO)."""
+    """think-SFT → DPO → optional GRPO; each stage's output is a checkpoint directory under ``stages/``."""
     settings = profile.settings()
-    sft_settings = with_overrides(settings.think_sft, config.think_sft.model_dump())
-    dpo_settings = with_overrides(settings.dpo, config.dpo.model_dump())
-    beta = config.dpo_beta if config.dpo_beta is not None else settings.dpo_beta
-    think_rows, preference_rows = duckdb.rows("think_dataset"), duckdb.rows("preference_dataset")
-    base_dir = checkpoints.current("base_checkpoint")
-    params = {**settings_params(think_sft=sft_settings, dpo=dpo_settings), "dpo.beta": beta, "base": str(base_dir)}
-    return train_checkpoint(
-        context, "reasoning_checkpoint", params,
-        lambda staging: think_sft_then_dpo(base_dir, think_rows, preference_rows, sft_settings, dpo_settings,
-                                           beta, staging),
-        checkpoints, mlflow)
+    work = Path(launcher.work_root) / "reasoning_checkpoint"
+    parent = {"think_sft_checkpoint": input_version(checkpoints, "think_sft_checkpoint")}
+    stages, params = [], {}
+    if config.dpo_enabled:
+        dpo_settings = with_overrides(settings.dpo, config.dpo.model_dump())
+        data = write_rows(duckdb.rows("preference_dataset"), work / "dpo.jsonl")
+        stages.append(TrainJob(recipe="dpo", data_file=str(data), settings=dpo_settings,
+                               beta=config.dpo_beta or settings.dpo_beta, save_steps=settings.save_steps,
+                               lora=config.lora.settings(), metric_prefix="dpo/", input_versions=parent))
+        params |= settings_params(dpo=dpo_settings)
+    if config.grpo_enabled:
+        grpo_settings = with_overrides(settings.grpo, config.grpo.model_dump())
+        options = with_overrides(settings.grpo_options, {"num_generations": config.grpo_num_generations})
+        data = write_rows(duckdb.query("SELECT prompt, answer FROM think_dataset"), work / "grpo.jsonl")
+        stages.append(TrainJob(recipe="grpo", data_file=str(data), settings=grpo_settings, grpo=options,
+                               save_steps=settings.save_steps, lora=config.lora.settings(), metric_prefix="grpo/",
+                               input_versions=parent))
+        params |= settings_params(grpo=grpo_settings, grpo_options=options)
+    if not stages:
+        raise ValueError("reasoning_checkpoint needs at least one stage: enable dpo_enabled or grpo_enabled")
+    return train_stages(context, "reasoning_checkpoint", checkpoints.current("think_sft_checkpoint"), stages,
+                        checkpoints, mlflow, launcher, params)

@@ -1,6 +1,9 @@
 """[datasets] Training and evaluation tables built from the raw problems."""
 
+from typing import Literal
+
 import dagster as dg
+from pydantic import Field
 
 from assets._metadata import preview
 from assets.raw import raw_problems
@@ -8,7 +11,8 @@ from pipelines.data.datasets import (assert_disjoint, build_eval_suites, build_p
                                      build_think, problems_from_rows, train_problems)
 from pipelines.data.datasets import ContaminationError
 from pipelines.profiles import with_overrides
-from resources import DuckDBStore, LineageProfile
+from pipelines.data.on_policy import OnPolicySettings, sample_on_policy
+from resources import CheckpointStore, DuckDBStore, LineageProfile
 
 
 def _problems(duckdb: DuckDBStore):
@@ -37,16 +41,40 @@ def think_dataset(duckdb: DuckDBStore) -> dg.MaterializeResult:
 
 
 class PreferenceConfig(dg.Config):
+    """Synthetic pairs (a corrupted worked solution), on-policy pairs (the think-SFT model's own right
+    and wrong samples, graded by the verifier), or both."""
+
+    source: Literal["synthetic", "on_policy", "both"] = "synthetic"
     seed: int | None = None
+    on_policy_prompts: int = Field(default=64, description="Training prompts to sample on.")
+    samples_per_prompt: int = 4
+    temperature: float = 1.0
+    max_new_tokens: int = 64
 
 
-@dg.asset(group_name="datasets", deps=[raw_problems], kinds={"python", "duckdb"})
-def preference_dataset(config: PreferenceConfig, duckdb: DuckDBStore, profile: LineageProfile) -> dg.MaterializeResult:
-    """DPO pairs: chosen = correct worked solution, rejected = a solution reaching a wrong answer."""
+@dg.asset(group_name="datasets", deps=[raw_problems, think_dataset, "think_sft_checkpoint"],
+          kinds={"python", "duckdb"})
+def preference_dataset(config: PreferenceConfig, duckdb: DuckDBStore, checkpoints: CheckpointStore,
+                       profile: LineageProfile) -> dg.MaterializeResult:
+    """DPO pairs (prompt, chosen, rejected) + correct on-policy traces in ``on_policy_traces``."""
     seed = config.seed if config.seed is not None else profile.settings().data.seed
-    rows = build_preference(_problems(duckdb), seed)
-    duckdb.replace_table("preference_dataset", rows)
-    return _table_result(rows, ["prompt", "chosen", "rejected"])
+    rows, metadata = [], {}
+    if config.source in ("synthetic", "both"):
+        rows += build_preference(_problems(duckdb), seed)
+    traces: list[dict] = []
+    if config.source in ("on_policy", "both"):
+        settings = OnPolicySettings(config.on_policy_prompts, config.samples_per_prompt, config.temperature,
+                                    config.max_new_tokens, profile.settings().eval.batch_size, seed)
+        sampled = sample_on_policy(checkpoints.current("think_sft_checkpoint"), duckdb.rows("think_dataset"), settings)
+        rows += sampled.pairs
+        traces = sampled.correct_traces
+        metadata = {"on_policy_samples": sampled.samples, "on_policy_correct": sampled.correct,
+                    "on_policy_pairs": len(sampled.pairs)}
+    duckdb.replace_table("preference_dataset", rows,
+                         columns=["problem_id", "source", "prompt", "chosen", "rejected", "answer", "rejected_answer"])
+    duckdb.replace_table("on_policy_traces", traces, columns=["problem_id", "prompt", "completion", "answer"])
+    result = _table_result(rows, ["source", "prompt", "chosen", "rejected"])
+    return dg.MaterializeResult(metadata={**result.metadata, **metadata, "source": config.source})
 
 
 class EvalSuitesConfig(dg.Config):

@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import dagster as dg  # noqa: E402
 
 from assets import checkpoints, datasets, evals, raw  # noqa: E402
-from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking  # noqa: E402
+from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking, TrainingLauncher  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +35,8 @@ def default_resources(home: Path | None = None, profile: str | None = None,
         "mlflow": MLflowTracking(tracking_uri=tracking_uri, artifact_root=str(home / "mlflow" / "artifacts"),
                                  ui_url=os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000")),
         "profile": LineageProfile(name=profile or os.environ.get("LLM_LINEAGE_PROFILE", "tiny")),
+        "launcher": TrainingLauncher(work_root=str(home / "work"),
+                                     num_processes=int(os.environ.get("LLM_LINEAGE_TRAIN_PROCESSES", "1"))),
     }
 
 

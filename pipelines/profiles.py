@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from pipelines.training.job import GrpoSettings
 from pipelines.training.model import ModelShape
 from pipelines.training.recipes import TrainSettings
 
@@ -41,6 +42,9 @@ class Profile:
     think_sft: TrainSettings
     dpo: TrainSettings
     dpo_beta: float
+    grpo: TrainSettings
+    grpo_options: GrpoSettings
+    save_steps: int  # periodic checkpoints for resume
     eval: EvalSettings
 
 
@@ -61,6 +65,9 @@ TINY = Profile(
     think_sft=TrainSettings(max_steps=200, batch_size=32, learning_rate=1e-3, max_length=128, seed=0),
     dpo=TrainSettings(max_steps=30, batch_size=16, learning_rate=5e-5, max_length=128, seed=0),
     dpo_beta=0.1,
+    grpo=TrainSettings(max_steps=20, batch_size=8, learning_rate=5e-6, max_length=128, seed=0, logging_steps=5),
+    grpo_options=GrpoSettings(num_generations=4, max_completion_length=48),
+    save_steps=50,
     eval=EvalSettings(max_new_tokens=64, batch_size=64),
 )
 
@@ -78,6 +85,9 @@ SMOKE = Profile(
                             logging_steps=2),
     dpo=TrainSettings(max_steps=4, batch_size=8, learning_rate=5e-5, max_length=128, seed=0, logging_steps=2),
     dpo_beta=0.1,
+    grpo=TrainSettings(max_steps=2, batch_size=4, learning_rate=5e-6, max_length=128, seed=0, logging_steps=1),
+    grpo_options=GrpoSettings(num_generations=4, max_completion_length=16),
+    save_steps=4,
     eval=EvalSettings(max_new_tokens=32, batch_size=32),
 )
 

@@ -2,7 +2,8 @@
 
 from resources.checkpoint_store import CheckpointStore
 from resources.duckdb_store import DuckDBStore
+from resources.launcher import TrainingLauncher
 from resources.mlflow_tracking import MLflowTracking, TrackedRun
 from resources.profile import LineageProfile
 
-__all__ = ["CheckpointStore", "DuckDBStore", "LineageProfile", "MLflowTracking", "TrackedRun"]
+__all__ = ["CheckpointStore", "DuckDBStore", "LineageProfile", "MLflowTracking", "TrackedRun", "TrainingLauncher"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def mlflow_server(tmp_path_factory) -> str:
         [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)  # own group: its workers too
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -49,11 +50,14 @@ def mlflow_server(tmp_path_factory) -> str:
         except requests.RequestException:
             time.sleep(0.5)
     else:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         raise RuntimeError(f"mlflow server did not start in {SERVER_START_TIMEOUT_S}s")
     yield url
-    process.terminate()
-    process.wait(timeout=30)
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
     log.close()
 
 

@@ -6,7 +6,7 @@ import dagster as dg
 
 from pipelines.definitions import PROJECT_ROOT, defs
 
-TRAINING_ASSETS = {"base_checkpoint", "instruct_checkpoint", "reasoning_checkpoint"}
+TRAINING_ASSETS = {"base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint"}
 
 
 def test_definitions_load_with_the_four_groups():
@@ -24,10 +24,15 @@ def test_training_assets_share_the_gpu_pool():
     assert not pools["eval_report"]
 
 
-def test_lineage_order_reasoning_reads_base_think_and_preferences():
+def test_lineage_order_reasoning_branch_is_think_sft_then_preferences():
     graph = defs.resolve_asset_graph()
-    parents = {key.to_user_string() for key in graph.get(dg.AssetKey("reasoning_checkpoint")).parent_keys}
-    assert parents == {"base_checkpoint", "think_dataset", "preference_dataset"}
+
+    def parents(name):
+        return {key.to_user_string() for key in graph.get(dg.AssetKey(name)).parent_keys}
+
+    assert parents("think_sft_checkpoint") == {"base_checkpoint", "think_dataset"}
+    assert parents("reasoning_checkpoint") == {"think_sft_checkpoint", "think_dataset", "preference_dataset"}
+    assert "think_sft_checkpoint" in parents("preference_dataset")  # on-policy pairs sample that model
 
 
 def test_workspace_yaml_validates_with_the_dagster_cli(tmp_path):

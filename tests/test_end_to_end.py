@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from pipelines.definitions import PROJECT_ROOT, all_assets, all_checks, default_resources
 from pipelines.profiles import SMOKE
 
-CHECKPOINTS = ("base_checkpoint", "instruct_checkpoint", "reasoning_checkpoint")
+CHECKPOINTS = ("base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint")
 TRAINED_AND_EVALUATED = {"tokenizer", *CHECKPOINTS, "eval_base", "eval_instruct", "eval_reasoning", "eval_report"}
 
 

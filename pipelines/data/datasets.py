@@ -74,11 +74,17 @@ def build_preference(problems: list[Problem], seed: int) -> list[dict]:
     rows = []
     for p in train_problems(problems):
         bad_solution, bad_answer = wrong_solution(p, rng)
-        rows.append({"problem_id": p.problem_id, "prompt": p.question,
+        rows.append({"problem_id": p.problem_id, "source": "synthetic", "prompt": p.question,
                      "chosen": think_completion(p.solution, p.answer),
                      "rejected": think_completion(bad_solution, bad_answer),
                      "answer": p.answer, "rejected_answer": bad_answer})
     return rows
+
+
+def direct_answer_pairs(preference_rows: list[dict]) -> list[dict]:
+    """Instruct-branch DPO pairs: the same preferences without the reasoning (answer vs wrong answer)."""
+    return [{"problem_id": r["problem_id"], "prompt": r["prompt"], "chosen": r["answer"],
+             "rejected": r["rejected_answer"], "answer": r["answer"]} for r in preference_rows]
 
 
 def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_operand: int) -> list[dict]:

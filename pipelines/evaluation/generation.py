@@ -1,4 +1,4 @@
-"""Batched greedy generation: length-sorted batches, left padding, KV cache, stop tokens, max tokens.
+"""Batched generation (greedy or sampled): length-sorted batches, left padding, KV cache, stop tokens, max tokens.
 
 Sorting prompts by length keeps padding small; results are returned in the caller's order.
 """
@@ -35,8 +35,14 @@ def load_for_generation(model_dir: Path):
     return model, tokenizer
 
 
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> GenerationRun:
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+             temperature: float = 0.0, seed: int = 0) -> GenerationRun:
+    """Greedy when ``temperature`` is 0, else seeded sampling; one output per prompt, in prompt order."""
     import torch
+
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
+    if temperature > 0:
+        torch.manual_seed(seed)
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: dict[int, Generation] = {}
@@ -47,8 +53,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
         encoded = tokenizer([prompts[i] for i in batch_ids], return_tensors="pt", padding=True,
                             add_special_tokens=False)
         with torch.inference_mode():
-            output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
-                                    use_cache=True, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
+            output = model.generate(**encoded, max_new_tokens=max_new_tokens, **sampling, use_cache=True, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
         new_tokens = output[:, encoded["input_ids"].shape[1]:]
         for row, index in enumerate(batch_ids):
             tokens = new_tokens[row]

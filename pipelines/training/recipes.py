@@ -1,7 +1,8 @@
-"""The three training recipes of the lineage: base pretraining, SFT and DPO, all through TRL.
+"""The training recipes of the lineage, all through TRL: pretraining, SFT, DPO and GRPO.
 
-Each recipe reads a model directory, trains, and saves a complete directory (weights, config,
-tokenizer, generation config) that ``from_pretrained`` loads; the caller decides where it is published.
+Each recipe reads a model directory, trains with periodic checkpoints in a work directory (so a killed
+run resumes from its last saved step), and saves a complete directory (weights, config, tokenizer,
+generation config) that ``from_pretrained`` loads. Optional LoRA (peft) is merged or kept as an adapter.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # TRL pings the Hub otherwise; the lineage is offline.
 
@@ -24,6 +27,7 @@ class TrainSettings:
     seed: int
     warmup_ratio: float = 0.05
     logging_steps: int = 10
+    gradient_accumulation_steps: int = 1
 
 
 @dataclass
@@ -34,43 +38,99 @@ class TrainingSummary:
     runtime_s: float
     num_parameters: int
     examples: int
+    resumed_from_step: int = 0
+    processes: int = 1
     loss_history: list[tuple[int, float]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
         return {"final_loss": self.final_loss, "runtime_s": self.runtime_s, "steps": float(self.steps),
-                "num_parameters": float(self.num_parameters), "examples": float(self.examples)}
+                "num_parameters": float(self.num_parameters), "examples": float(self.examples),
+                "resumed_from_step": float(self.resumed_from_step), "processes": float(self.processes)}
 
 
-def _common_args(settings: TrainSettings, output_dir: str) -> dict:
+@dataclass
+class RunOptions:
+    """How a recipe runs (not what it learns): where it checkpoints, who listens, LoRA, remote code."""
+
+    work_dir: Path | None = None  # None: a temporary directory, no resume
+    save_steps: int = 0  # 0: no periodic checkpoints
+    callbacks: list = field(default_factory=list)
+    lora: Any = None  # pipelines.training.job.LoraSettings
+    trust_remote_code: bool = False
+    assistant_only_loss: bool = False
+
+
+def _common_args(settings: TrainSettings, work_dir: Path, save_steps: int) -> dict:
     import torch
 
     on_gpu = torch.cuda.is_available()
     return dict(
-        output_dir=output_dir, max_steps=settings.max_steps, per_device_train_batch_size=settings.batch_size,
+        output_dir=str(work_dir), max_steps=settings.max_steps, per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
         learning_rate=settings.learning_rate, lr_scheduler_type="cosine", warmup_steps=settings.warmup_ratio,
-        logging_steps=settings.logging_steps, save_strategy="no", report_to="none", seed=settings.seed,
-        data_seed=settings.seed, use_cpu=not on_gpu, bf16=on_gpu,
-        disable_tqdm=True, dataloader_num_workers=0, max_length=settings.max_length,
+        logging_steps=settings.logging_steps, report_to="none", seed=settings.seed, data_seed=settings.seed,
+        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, save_total_limit=2,
+        use_cpu=not on_gpu, bf16=on_gpu, disable_tqdm=True, dataloader_num_workers=0,
+        max_length=settings.max_length,
     )
 
 
-def _summary(recipe: str, trainer, examples: int, started: float) -> TrainingSummary:
+@contextmanager
+def _work_dir(options: RunOptions):
+    if options.work_dir is not None:
+        options.work_dir.mkdir(parents=True, exist_ok=True)
+        yield options.work_dir
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        yield Path(scratch)
+
+
+def latest_checkpoint(work_dir: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` (Trainer writes trainer_state.json last)."""
+    complete = [p for p in work_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(complete, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def _fit(trainer, work_dir: Path) -> int:
+    resume = latest_checkpoint(work_dir)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return int(resume.name.split("-")[1]) if resume else 0
+
+
+def _summary(recipe: str, trainer, examples: int, started: float, resumed_from: int) -> TrainingSummary:
     history = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
     final = history[-1][1] if history else float("nan")
     return TrainingSummary(recipe=recipe, steps=int(trainer.state.global_step), final_loss=final,
                            runtime_s=round(time.perf_counter() - started, 2),
                            num_parameters=sum(p.numel() for p in trainer.model.parameters()),
-                           examples=examples, loss_history=history)
+                           examples=examples, resumed_from_step=resumed_from, processes=trainer.args.world_size,
+                           loss_history=history)
 
 
-def _save(trainer, tokenizer, output_dir: Path) -> None:
+def _load_model(model_dir: Path | str, options: RunOptions):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
+    if options.lora is None:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = options.lora
+    return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                            target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
+
+
+def save_model_dir(model, tokenizer, output_dir: Path, lora=None) -> None:
+    """A directory ``from_pretrained`` loads: merged LoRA weights unless an adapter-only dir is asked for."""
     from transformers import GenerationConfig
 
     from pipelines.training.tokenizer import END_OF_TEXT, IM_END
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    trainer.model.config.use_cache = True
-    trainer.save_model(str(output_dir))
+    if lora is not None and lora.merge:
+        model = model.merge_and_unload()
+    model.config.use_cache = True
+    model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     # Named explicitly: TRL may rebind ``tokenizer.eos_token`` (e.g. to <|endoftext|> for pretraining).
     stop_ids = [tokenizer.convert_tokens_to_ids(token) for token in (IM_END, END_OF_TEXT)]
@@ -78,8 +138,28 @@ def _save(trainer, tokenizer, output_dir: Path) -> None:
                      do_sample=False).save_pretrained(output_dir)
 
 
-def pretrain_base(texts: list[str], tokenizer_dir: Path, shape, settings: TrainSettings,
-                  output_dir: Path) -> TrainingSummary:
+def _finish(trainer, tokenizer, output_dir: Path, options: RunOptions) -> None:
+    if trainer.is_world_process_zero():
+        save_model_dir(trainer.model, tokenizer, output_dir, options.lora)
+
+
+def import_base(model_ref: str, output_dir: Path, trust_remote_code: bool = False) -> TrainingSummary:
+    """Use an existing base model (local directory or HF id) as the lineage's base checkpoint."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(model_ref, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(model_ref, trust_remote_code=trust_remote_code)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(output_dir)
+    return TrainingSummary("import", 0, float("nan"), round(time.perf_counter() - started, 2),
+                           sum(p.numel() for p in model.parameters()), 0)
+
+
+def pretrain_base(texts: list[str], tokenizer_dir: Path, shape, settings: TrainSettings, output_dir: Path,
+                  options: RunOptions | None = None) -> TrainingSummary:
     """Next-token pretraining of a fresh tiny Qwen3 on plain corpus documents (no chat format)."""
     from datasets import Dataset
     from transformers import AutoTokenizer
@@ -88,77 +168,105 @@ def pretrain_base(texts: list[str], tokenizer_dir: Path, shape, settings: TrainS
     from pipelines.training.model import init_tiny_qwen3
     from pipelines.training.tokenizer import END_OF_TEXT
 
+    options = options or RunOptions()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     model = init_tiny_qwen3(shape, tokenizer, settings.seed)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch:
-        args = SFTConfig(**_common_args(settings, scratch), dataset_text_field="text", eos_token=END_OF_TEXT,
-                         packing=False)
-        trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer,
+    with _work_dir(options) as work:
+        args = SFTConfig(**_common_args(settings, work, options.save_steps), dataset_text_field="text",
+                         eos_token=END_OF_TEXT, packing=False)
+        trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, callbacks=options.callbacks,
                              train_dataset=Dataset.from_dict({"text": texts}))
-        trainer.train()
-        _save(trainer, AutoTokenizer.from_pretrained(tokenizer_dir), output_dir)  # unmodified by TRL
-    return _summary("pretrain", trainer, len(texts), started)
+        resumed = _fit(trainer, work)
+        _finish(trainer, AutoTokenizer.from_pretrained(tokenizer_dir), output_dir, options)  # unmodified by TRL
+    return _summary("pretrain", trainer, len(texts), started, resumed)
 
 
-def sft(model_dir: Path, rows: list[dict], settings: TrainSettings, output_dir: Path,
-        recipe: str = "sft") -> TrainingSummary:
-    """Chat SFT on prompt → completion rows; only completion tokens are in the loss."""
+def sft(model_dir: Path, rows: list[dict], settings: TrainSettings, output_dir: Path, recipe: str = "sft",
+        options: RunOptions | None = None) -> TrainingSummary:
+    """Chat SFT on prompt → completion rows; only completion (assistant) tokens are in the loss.
+
+    With ``assistant_only_loss`` the rows are full conversations and the chat template's
+    ``{% generation %}`` markers select the trained tokens instead of the prompt/completion split.
+    """
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from pipelines.data.formats import assistant_messages, user_messages
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    dataset = Dataset.from_dict({
-        "prompt": [user_messages(r["prompt"]) for r in rows],
-        "completion": [assistant_messages(r["completion"]) for r in rows],
-    })
+    options = options or RunOptions()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
+    model = _load_model(model_dir, options)
+    if options.assistant_only_loss:
+        dataset = Dataset.from_dict({"messages": [user_messages(r["prompt"]) + assistant_messages(r["completion"])
+                                                  for r in rows]})
+        loss_args = {"assistant_only_loss": True}
+    else:
+        dataset = Dataset.from_dict({"prompt": [user_messages(r["prompt"]) for r in rows],
+                                     "completion": [assistant_messages(r["completion"]) for r in rows]})
+        loss_args = {"completion_only_loss": True}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch:
-        args = SFTConfig(**_common_args(settings, scratch), completion_only_loss=True, packing=False)
-        trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=dataset)
-        trainer.train()
-        _save(trainer, tokenizer, output_dir)
-    return _summary(recipe, trainer, len(rows), started)
+    with _work_dir(options) as work:
+        args = SFTConfig(**_common_args(settings, work, options.save_steps), packing=False, **loss_args)
+        trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=dataset,
+                             callbacks=options.callbacks)
+        resumed = _fit(trainer, work)
+        _finish(trainer, tokenizer, output_dir, options)
+    return _summary(recipe, trainer, len(rows), started, resumed)
 
 
-def dpo(model_dir: Path, rows: list[dict], settings: TrainSettings, beta: float,
-        output_dir: Path) -> TrainingSummary:
-    """DPO against a frozen copy of ``model_dir`` (TRL rebuilds the reference from the saved path)."""
+def dpo(model_dir: Path, rows: list[dict], settings: TrainSettings, beta: float, output_dir: Path,
+        options: RunOptions | None = None) -> TrainingSummary:
+    """DPO (+ an SFT term on the chosen answer) against a frozen copy of ``model_dir``."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     from pipelines.data.formats import assistant_messages, user_messages
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    options = options or RunOptions()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
+    model = _load_model(model_dir, options)
     dataset = Dataset.from_dict({
         "prompt": [user_messages(r["prompt"]) for r in rows],
         "chosen": [assistant_messages(r["chosen"]) for r in rows],
         "rejected": [assistant_messages(r["rejected"]) for r in rows],
     })
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch:
-        args = DPOConfig(**_common_args(settings, scratch), beta=beta, loss_type=["sigmoid", "sft"])
-        trainer = DPOTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=dataset)
-        trainer.train()
-        _save(trainer, tokenizer, output_dir)
-    return _summary("dpo", trainer, len(rows), started)
+    with _work_dir(options) as work:
+        args = DPOConfig(**_common_args(settings, work, options.save_steps), beta=beta, loss_type=["sigmoid", "sft"])
+        trainer = DPOTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=dataset,
+                             callbacks=options.callbacks)
+        resumed = _fit(trainer, work)
+        _finish(trainer, tokenizer, output_dir, options)
+    return _summary("dpo", trainer, len(rows), started, resumed)
 
 
-def summary_dict(summary: TrainingSummary) -> dict:
-    return asdict(summary)
+def grpo(model_dir: Path, rows: list[dict], settings: TrainSettings, grpo_settings, output_dir: Path,
+         options: RunOptions | None = None) -> TrainingSummary:
+    """GRPO with verifiable rewards: the project's grader for correctness plus a <think> format reward."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
 
+    from pipelines.data.formats import user_messages
+    from pipelines.training.rewards import correctness_reward, format_reward
 
-def think_sft_then_dpo(base_dir: Path, think_rows: list[dict], preference_rows: list[dict],
-                       sft_settings: TrainSettings, dpo_settings: TrainSettings, beta: float,
-                       output_dir: Path) -> list[TrainingSummary]:
-    """The reasoning branch: SFT on <think> traces, then DPO; the SFT stage is kept under ``stages/``."""
-    sft_dir = output_dir / "stages" / "think_sft"
-    think = sft(base_dir, think_rows, sft_settings, sft_dir, recipe="think_sft")
-    preference = dpo(sft_dir, preference_rows, dpo_settings, beta, output_dir)
-    return [think, preference]
+    options = options or RunOptions()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
+    model = _load_model(model_dir, options)
+    dataset = Dataset.from_dict({"prompt": [user_messages(r["prompt"]) for r in rows],
+                                 "answer": [r["answer"] for r in rows]})
+    started = time.perf_counter()
+    with _work_dir(options) as work:
+        common = _common_args(settings, work, options.save_steps)
+        common.pop("max_length")
+        args = GRPOConfig(**common, num_generations=grpo_settings.num_generations,
+                          max_completion_length=grpo_settings.max_completion_length,
+                          temperature=grpo_settings.temperature)
+        trainer = GRPOTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=dataset,
+                              reward_funcs=[correctness_reward, format_reward], callbacks=options.callbacks)
+        resumed = _fit(trainer, work)
+        _finish(trainer, tokenizer, output_dir, options)
+    return _summary("grpo", trainer, len(rows), started, resumed)

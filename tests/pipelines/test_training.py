@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipelines.data.datasets import build_preference, build_sft, build_think
-from pipelines.training.recipes import think_sft_then_dpo, sft
+from pipelines.training.recipes import dpo, sft
 from tests.pipelines.conftest import micro_settings
 
 
@@ -36,10 +36,9 @@ def test_sft_changes_weights_and_keeps_the_tokenizer(micro_base, micro_problems,
 
 def test_reasoning_branch_runs_think_sft_then_dpo(micro_base, micro_problems, tmp_path):
     base_dir, _ = micro_base
-    output = tmp_path / "reasoning"
-    summaries = think_sft_then_dpo(base_dir, build_think(micro_problems), build_preference(micro_problems, 0),
-                                   micro_settings(2), micro_settings(2, batch_size=4), 0.1, output)
-    assert [s.recipe for s in summaries] == ["think_sft", "dpo"]
-    assert all(s.steps == 2 for s in summaries)
-    _loads(output)
-    _loads(output / "stages" / "think_sft")
+    think = sft(base_dir, build_think(micro_problems), micro_settings(2), tmp_path / "think", recipe="think_sft")
+    preference = dpo(tmp_path / "think", build_preference(micro_problems, 0), micro_settings(2, batch_size=4), 0.1,
+                     tmp_path / "reasoning")
+    assert [think.recipe, preference.recipe] == ["think_sft", "dpo"]
+    assert think.steps == preference.steps == 2
+    _loads(tmp_path / "reasoning")

@@ -1,0 +1,54 @@
+"""Trainer callbacks: progress (step, loss, ETA) to any logger, per-step metrics to an MLflow run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from transformers import TrainerCallback
+
+
+class ProgressCallback(TrainerCallback):
+    """Reports step, loss and ETA through ``emit`` (Dagster Pipes log, or stdout when standalone)."""
+
+    def __init__(self, emit: Callable[[str], None]):
+        self._emit, self._started, self._start_step = emit, None, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._started, self._start_step = time.perf_counter(), state.global_step
+        if state.global_step and state.is_world_process_zero:
+            self._emit(f"resumed from step {state.global_step} of {state.max_steps}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs or self._started is None or not state.is_world_process_zero:
+            return
+        done = state.global_step - self._start_step
+        elapsed = time.perf_counter() - self._started
+        eta = elapsed / done * (state.max_steps - state.global_step) if done else float("nan")
+        self._emit(f"step {state.global_step}/{state.max_steps} loss {float(logs['loss']):.4f} "
+                   f"eta {eta:.0f}s")
+
+
+class MlflowStepCallback(TrainerCallback):
+    """Per-step training and system metrics into the run the Dagster resource opened (rank 0 only)."""
+
+    def __init__(self, logger, prefix: str = ""):
+        self._logger, self._prefix = logger, prefix
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        metrics = {f"{self._prefix}{k}": float(v) for k, v in logs.items() if isinstance(v, int | float)}
+        metrics.update({f"system/{k}": v for k, v in system_metrics().items()})
+        self._logger.log_metrics(metrics, step=state.global_step)
+
+
+def system_metrics() -> dict[str, float]:
+    import psutil
+    import torch
+
+    process = psutil.Process()
+    metrics = {"cpu_percent": psutil.cpu_percent(interval=None), "rss_mb": process.memory_info().rss / 2**20}
+    if torch.cuda.is_available():
+        metrics["gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return metrics

@@ -1,0 +1,77 @@
+"""Training entrypoint: ``python -m pipelines.training.train --job job.json``.
+
+Works standalone, as a Dagster Pipes subprocess (logs, progress and the final summary stream into the
+Dagster run), and under ``accelerate launch --num_processes N`` (only rank 0 talks to Dagster and
+MLflow, and saves). Periodic checkpoints go to the job's work directory; a rerun of the same job
+resumes from the newest one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+
+from pipelines.training.callbacks import MlflowStepCallback, ProgressCallback
+from pipelines.training.job import TrainJob, read_rows
+from pipelines.training.recipes import RunOptions, TrainingSummary, dpo, grpo, pretrain_base, sft
+
+SUMMARY_FILE = "training_summary.json"
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run_job(job: TrainJob, emit=print) -> TrainingSummary:
+    job.validate_runnable()
+    callbacks = [ProgressCallback(emit)]
+    if job.mlflow_run_id and job.mlflow_tracking_uri and is_rank_zero():
+        from pipelines.tracking import RunLogger
+
+        callbacks.append(MlflowStepCallback(RunLogger(job.mlflow_tracking_uri, job.mlflow_run_id), job.metric_prefix))
+    options = RunOptions(work_dir=Path(job.work_dir) if job.work_dir else None, save_steps=job.save_steps,
+                         callbacks=callbacks, lora=job.lora, trust_remote_code=job.trust_remote_code,
+                         assistant_only_loss=job.assistant_only_loss)
+    if job.trust_remote_code:
+        emit("trust_remote_code is ON for this job (explicit opt-in): model code from the checkpoint will run")
+    rows = read_rows(Path(job.data_file))
+    output = Path(job.output_dir)
+    if job.recipe == "pretrain":
+        return pretrain_base([r["text"] for r in rows], Path(job.tokenizer_dir), job.model_shape, job.settings,
+                             output, options)
+    if job.recipe == "sft":
+        return sft(Path(job.model_dir), rows, job.settings, output, recipe=job.stage_name, options=options)
+    if job.recipe == "dpo":
+        return dpo(Path(job.model_dir), rows, job.settings, job.beta, output, options)
+    return grpo(Path(job.model_dir), rows, job.settings, job.grpo, output, options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", required=True, type=Path, help="TrainJob JSON written by the launcher")
+    args = parser.parse_args(argv)
+    job = TrainJob.load(args.job)
+    with ExitStack() as stack:
+        pipes = None
+        if is_rank_zero() and "DAGSTER_PIPES_CONTEXT" in os.environ:
+            from dagster_pipes import open_dagster_pipes
+
+            pipes = stack.enter_context(open_dagster_pipes())
+        emit = pipes.log.info if pipes else (lambda message: print(message, flush=True))
+        summary = run_job(job, emit)
+        if is_rank_zero():
+            (Path(job.output_dir) / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=2))
+            emit(f"{summary.recipe}: {summary.steps} steps, final loss {summary.final_loss:.4f}, "
+                 f"{summary.runtime_s:.0f}s (resumed from step {summary.resumed_from_step})")
+            if pipes:
+                pipes.report_custom_message({"summary": asdict(summary)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
