@@ -32,6 +32,8 @@ class TrainOverrides(dg.Config):
     max_length: int | None = None
     seed: int | None = None
     gradient_accumulation_steps: int | None = None
+    packing: bool | None = None
+    gradient_checkpointing: bool | None = None
 
 
 class LoraOptions(dg.Config):

@@ -28,6 +28,8 @@ class TrainSettings:
     warmup_ratio: float = 0.05
     logging_steps: int = 10
     gradient_accumulation_steps: int = 1
+    packing: bool = False  # pretraining only: concatenate documents into full max_length rows
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -40,12 +42,15 @@ class TrainingSummary:
     examples: int
     resumed_from_step: int = 0
     processes: int = 1
+    tokens: int = 0  # training tokens seen (all processes), as TRL counts them
     loss_history: list[tuple[int, float]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
         return {"final_loss": self.final_loss, "runtime_s": self.runtime_s, "steps": float(self.steps),
                 "num_parameters": float(self.num_parameters), "examples": float(self.examples),
-                "resumed_from_step": float(self.resumed_from_step), "processes": float(self.processes)}
+                "resumed_from_step": float(self.resumed_from_step), "processes": float(self.processes),
+                "tokens": float(self.tokens),
+                "tokens_per_second": self.tokens / self.runtime_s if self.runtime_s else 0.0}
 
 
 @dataclass
@@ -71,6 +76,7 @@ def _common_args(settings: TrainSettings, work_dir: Path, save_steps: int) -> di
         logging_steps=settings.logging_steps, report_to="none", seed=settings.seed, data_seed=settings.seed,
         save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, save_total_limit=2,
         use_cpu=not on_gpu, bf16=on_gpu, disable_tqdm=True, dataloader_num_workers=0,
+        activation_checkpointing=settings.gradient_checkpointing,
         max_length=settings.max_length,
     )
 
@@ -100,11 +106,12 @@ def _fit(trainer, work_dir: Path) -> int:
 def _summary(recipe: str, trainer, examples: int, started: float, resumed_from: int) -> TrainingSummary:
     history = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
     final = history[-1][1] if history else float("nan")
+    tokens = max((int(float(e["num_tokens"])) for e in trainer.state.log_history if "num_tokens" in e), default=0)
     return TrainingSummary(recipe=recipe, steps=int(trainer.state.global_step), final_loss=final,
                            runtime_s=round(time.perf_counter() - started, 2),
                            num_parameters=sum(p.numel() for p in trainer.model.parameters()),
                            examples=examples, resumed_from_step=resumed_from, processes=trainer.args.world_size,
-                           loss_history=history)
+                           tokens=tokens, loss_history=history)
 
 
 def _load_model(model_dir: Path | str, options: RunOptions):
@@ -174,7 +181,7 @@ def pretrain_base(texts: list[str], tokenizer_dir: Path, shape, settings: TrainS
     started = time.perf_counter()
     with _work_dir(options) as work:
         args = SFTConfig(**_common_args(settings, work, options.save_steps), dataset_text_field="text",
-                         eos_token=END_OF_TEXT, packing=False)
+                         eos_token=END_OF_TEXT, packing=settings.packing, packing_strategy="wrapped")
         trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, callbacks=options.callbacks,
                              train_dataset=Dataset.from_dict({"text": texts}))
         resumed = _fit(trainer, work)

@@ -72,3 +72,36 @@ def test_existing_base_model_is_imported_from_a_local_directory(micro_base, tmp_
     assert torch.equal(imported.lm_head.weight, original.lm_head.weight)
     with pytest.raises(OSError):
         import_base(str(tmp_path / "missing"), tmp_path / "nothing")
+
+
+def test_gpu_profile_is_a_0_6b_qwen3_with_bf16_friendly_settings(micro_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from pipelines.profiles import PROFILES
+    from pipelines.training.model import init_tiny_qwen3
+
+    gpu = PROFILES["gpu"]
+    with torch.device("meta"):  # shape only, no memory
+        model = init_tiny_qwen3(gpu.model, AutoTokenizer.from_pretrained(micro_tokenizer_dir), seed=0)
+    non_embedding = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
+    assert 0.4e9 < non_embedding < 0.5e9  # Qwen3-0.6B: 0.44B non-embedding parameters
+    assert model.config.head_dim == 128 and model.config._attn_implementation == "sdpa"
+    assert gpu.pretrain.packing and gpu.think_sft.gradient_checkpointing
+
+
+def test_packed_pretraining_fills_every_row(micro_problems, micro_tokenizer_dir, tmp_path):
+    from dataclasses import replace
+
+    from pipelines.data.datasets import build_corpus
+    from pipelines.training.recipes import pretrain_base
+    from tests.pipelines.conftest import MICRO_SHAPE
+
+    texts = [d["text"] for d in build_corpus(micro_problems)]
+    settings = replace(micro_settings(2), packing=True, max_length=128)  # longer than any document
+    summary = pretrain_base(texts, micro_tokenizer_dir, MICRO_SHAPE, settings, tmp_path / "packed")
+    full_rows = 2 * settings.batch_size * settings.max_length
+    assert summary.tokens >= 0.9 * full_rows  # rows are full windows (one remainder row may be shorter)
+    unpacked = pretrain_base(texts, micro_tokenizer_dir, MICRO_SHAPE, replace(settings, packing=False),
+                             tmp_path / "unpacked")
+    assert unpacked.tokens < 0.75 * summary.tokens  # one short document per row
+    AutoModelForCausalLM.from_pretrained(tmp_path / "packed")
