@@ -1,0 +1,90 @@
+"""Decoding per variant, as the paper evaluates each kind of model fairly.
+
+- base: CoT decoding (top-K first-token branches, greedy continuation, answer-confidence selection);
+  every branch is stored, the selected one is flagged, and pass@K over branches is computable.
+- instruct: low-temperature sampling, n samples per item.
+- reasoning: thinking-mode sampling (higher temperature, room for <think>), n samples per item.
+Every sample row records its seed and decoding config so results are reproducible and comparable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipelines.data.formats import THINK_CLOSE, THINK_OPEN
+from pipelines.evaluation.cot_decoding import cot_decode
+from pipelines.evaluation.generation import generate, load_for_generation
+from pipelines.evaluation.prompts import BASE, build_prompt
+
+
+@dataclass(frozen=True)
+class Decoding:
+    method: str  # "cot" | "sample" | "greedy"
+    max_new_tokens: int
+    batch_size: int
+    seed: int
+    samples: int = 1  # n for sampling, K branches for CoT decoding
+    temperature: float = 0.0
+
+    def describe(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def sample_id(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:20]
+
+
+def split_thinking(text: str, tokenizer) -> tuple[int, int]:
+    """(thinking tokens, answer tokens) of an output: the <think>…</think> part vs the rest."""
+    if THINK_OPEN in text and THINK_CLOSE in text:
+        start, end = text.index(THINK_OPEN), text.rindex(THINK_CLOSE) + len(THINK_CLOSE)
+        thinking, answer = text[start:end], text[:start] + text[end:]
+    else:
+        thinking, answer = "", text
+    count = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]) if s.strip() else 0  # noqa: E731
+    return count(thinking), count(answer)
+
+
+def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding: Decoding,
+                     model_version: str) -> list[dict]:
+    """One row per (item, sample): the stored generations that every grader later reads."""
+    model, tokenizer = load_for_generation(model_dir)
+    common = {"variant": variant, "model_version": model_version, "decoding": decoding.describe()}
+    rows: list[dict] = []
+    if decoding.method == "cot":
+        stop_ids = list(model.generation_config.eos_token_id)
+        for item in items:
+            prompt = build_prompt(BASE if variant == BASE else variant, item["question"], tokenizer)
+            started = time.perf_counter()
+            result = cot_decode(model, tokenizer, prompt, decoding.samples, decoding.max_new_tokens, stop_ids)
+            seconds = (time.perf_counter() - started) / decoding.samples
+            selected = result.branches.index(result.selected)
+            for index, branch in enumerate(result.branches):
+                rows.append(_row(common, item, index, decoding.seed, prompt, branch.text, branch.output_tokens,
+                                 tokenizer, seconds, selected=index == selected, confidence=branch.confidence))
+        return rows
+    prompts = [build_prompt(variant, item["question"], tokenizer) for item in items]
+    for index in range(decoding.samples):
+        seed = decoding.seed + index
+        run = generate(model, tokenizer, prompts, decoding.max_new_tokens, decoding.batch_size,
+                       temperature=decoding.temperature if decoding.method == "sample" else 0.0, seed=seed)
+        per_sample = run.seconds / max(1, len(prompts))
+        for item, prompt, generation in zip(items, prompts, run.generations):
+            rows.append(_row(common, item, index, seed, prompt, generation.text, generation.output_tokens,
+                             tokenizer, per_sample, selected=index == 0, confidence=None))
+    return rows
+
+
+def _row(common: dict, item: dict, index: int, seed: int, prompt: str, text: str, tokens: int, tokenizer,
+         seconds: float, selected: bool, confidence: float | None) -> dict:
+    thinking, answer = split_thinking(text, tokenizer)
+    return {**common, "sample_id": sample_id(common["variant"], common["model_version"], item["suite"],
+                                             item["problem_id"], str(index)),
+            "suite": item["suite"], "problem_id": item["problem_id"], "sample_index": index, "seed": seed,
+            "prompt": prompt, "output": text, "output_tokens": tokens, "thinking_tokens": thinking,
+            "answer_tokens": answer, "selected": selected, "confidence": confidence, "seconds": seconds,
+            "gold": item["answer"]}

@@ -1,0 +1,67 @@
+"""Grading and metrics over stored generations: re-grading never regenerates.
+
+For each (variant, suite, grader): pass@1, unbiased pass@k (k = samples per item) and its whole curve,
+maj@k over equivalent answers, and token/latency costs. For CoT-decoded base models, pass@1 is the
+accuracy of the confidence-selected branch and pass@k is "any of the K branches".
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from pipelines.evaluation.graders import grade_all
+from pipelines.evaluation.grading import normalize_number
+from pipelines.evaluation.metrics import majority_answer, pass_at_k
+
+DEFAULT_GRADER = "exact"
+
+
+def grade_generations(generations: list[dict], workers: int) -> list[dict]:
+    """One row per (sample, grader)."""
+    items = [(row["output"], row["gold"]) for row in generations]
+    grades = grade_all(items, workers=workers)
+    return [{"sample_id": row["sample_id"], "variant": row["variant"], "suite": row["suite"], "grader": grader,
+             "extracted": extracted, "correct": correct}
+            for grader, results in grades.items() for row, (extracted, correct) in zip(generations, results)]
+
+
+def score(generations: list[dict], graded: list[dict]) -> list[dict]:
+    verdicts = {(g["sample_id"], g["grader"]): g for g in graded}
+    graders = sorted({g["grader"] for g in graded})
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in generations:
+        groups[(row["variant"], row["suite"])].append(row)
+    scores = []
+    for (variant, suite), rows in sorted(groups.items()):
+        per_item: dict[str, list[dict]] = defaultdict(list)
+        for row in rows:
+            per_item[row["problem_id"]].append(row)
+        n = min(len(samples) for samples in per_item.values())
+        method = json.loads(rows[0]["decoding"])["method"]
+        for grader in graders:
+            first, at_k, majority, curve = [], [], [], [0.0] * n
+            for samples in per_item.values():
+                samples = sorted(samples, key=lambda r: r["sample_index"])[:n]
+                correct = [bool(verdicts[(s["sample_id"], grader)]["correct"]) for s in samples]
+                c = sum(correct)
+                if method == "cot":
+                    first.append(float(next(ok for ok, s in zip(correct, samples) if s["selected"])))
+                else:
+                    first.append(c / n)
+                at_k.append(pass_at_k(n, c, n))
+                curve = [total + pass_at_k(n, c, k) for total, k in zip(curve, range(1, n + 1))]
+                answers = [verdicts[(s["sample_id"], grader)]["extracted"] for s in samples]
+                voted = majority_answer(answers)
+                majority.append(float(voted is not None and voted == normalize_number(samples[0]["gold"])))
+            items = len(per_item)
+            scores.append({
+                "variant": variant, "suite": suite, "grader": grader, "decoding": method, "items": items, "k": n,
+                "pass_at_1": sum(first) / items, "pass_at_k": sum(at_k) / items, "maj_at_k": sum(majority) / items,
+                "pass_at_k_curve": json.dumps([round(v / items, 4) for v in curve]),
+                "mean_output_tokens": sum(r["output_tokens"] for r in rows) / len(rows),
+                "mean_thinking_tokens": sum(r["thinking_tokens"] for r in rows) / len(rows),
+                "mean_answer_tokens": sum(r["answer_tokens"] for r in rows) / len(rows),
+                "samples_per_second": len(rows) / max(1e-9, sum(r["seconds"] for r in rows)),
+            })
+    return scores

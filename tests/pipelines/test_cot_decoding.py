@@ -1,0 +1,82 @@
+"""CoT decoding on a language model whose every next-token distribution is known by construction."""
+
+import math
+
+import pytest
+import torch
+
+from pipelines.evaluation.cot_decoding import cot_decode
+
+VOCAB = ["<eos>", "Q", "a", "b", "c", " ", "#", "5", "8", "9"]
+EOS = 0
+# After the prompt "Q", continuation prefix -> (next token, p(top-1), runner-up token, p(runner-up)).
+FIRST = {"a": 0.5, "b": 0.3, "c": 0.15}  # the first-step distribution (rest spread over other tokens)
+SCRIPT = {
+    "a": (" ", 0.9, "#", 0.05), "a ": ("5", 0.40, "8", 0.35), "a 5": ("<eos>", 0.9, " ", 0.05),
+    "b": (" ", 0.9, "#", 0.05), "b ": ("8", 0.95, "5", 0.02), "b 8": ("<eos>", 0.9, " ", 0.05),
+    "c": (" ", 0.9, "#", 0.05), "c ": ("9", 0.60, "8", 0.30), "c 9": ("<eos>", 0.9, " ", 0.05),
+}
+
+
+def _distribution(top: dict[str, float]) -> torch.Tensor:
+    rest = (1.0 - sum(top.values())) / (len(VOCAB) - len(top))
+    probs = torch.tensor([top.get(token, rest) for token in VOCAB])
+    return torch.log(probs)
+
+
+class ScriptedLM(torch.nn.Module):
+    """Logits follow SCRIPT; the prompt is the single token 'Q'."""
+
+    def forward(self, input_ids, attention_mask=None):
+        batch = []
+        for row in input_ids.tolist():
+            continuation = "".join(VOCAB[t] for t in row[1:] if t != EOS)
+            if not continuation:
+                batch.append(_distribution(FIRST))
+                continue
+            token, p1, runner_up, p2 = SCRIPT.get(continuation, ("<eos>", 0.9, " ", 0.05))
+            batch.append(_distribution({token: p1, runner_up: p2}))
+        logits = torch.stack(batch).unsqueeze(1).repeat(1, input_ids.shape[1], 1)
+        return type("Output", (), {"logits": logits})()
+
+
+class CharTokenizer:
+    pad_token_id = EOS
+
+    def __call__(self, text, add_special_tokens=False, return_tensors=None):
+        return {"input_ids": torch.tensor([[VOCAB.index(ch) for ch in text]])}
+
+    def decode(self, ids):
+        return "".join(VOCAB[i] for i in ids if i != EOS)
+
+
+def test_branches_follow_the_first_step_distribution_and_the_confident_answer_wins():
+    result = cot_decode(ScriptedLM(), CharTokenizer(), "Q", top_k=3, max_new_tokens=6, stop_ids=[EOS])
+    assert [b.first_token for b in result.branches] == [VOCAB.index(t) for t in ("a", "b", "c")]
+    assert [b.first_token_prob for b in result.branches] == pytest.approx([0.5, 0.3, 0.15])
+    assert [b.answer for b in result.branches] == ["5", "8", "9"]
+    assert [b.text for b in result.branches] == ["a 5", "b 8", "c 9"]
+    # confidence = margin on the answer token: 0.40-0.35, 0.95-0.02, 0.60-0.30
+    assert [b.confidence for b in result.branches] == pytest.approx([0.05, 0.93, 0.30])
+    assert result.greedy.answer == "5"  # what plain greedy decoding would have answered
+    assert result.selected.answer == "8"  # CoT decoding picks the confident path
+    assert all(b.output_tokens == 3 for b in result.branches)
+
+
+def test_a_branch_without_an_answer_has_zero_confidence():
+    result = cot_decode(ScriptedLM(), CharTokenizer(), "Q", top_k=4, max_new_tokens=6, stop_ids=[EOS])
+    unanswered = [b for b in result.branches if b.answer is None]
+    assert unanswered and all(b.confidence == 0.0 for b in unanswered)
+    assert not math.isnan(result.selected.confidence)
+
+
+def test_cot_decoding_runs_on_a_real_checkpoint(micro_base, micro_problems):
+    from pipelines.data.formats import base_prompt
+    from pipelines.evaluation.generation import load_for_generation
+
+    model, tokenizer = load_for_generation(micro_base[0])
+    result = cot_decode(model, tokenizer, base_prompt(micro_problems[0].question), top_k=3, max_new_tokens=8,
+                        stop_ids=list(model.generation_config.eos_token_id))
+    probs = [b.first_token_prob for b in result.branches]
+    assert len({b.first_token for b in result.branches}) == 3 and probs == sorted(probs, reverse=True)
+    assert all(0 < b.output_tokens <= 8 and 0.0 <= b.confidence <= 1.0 for b in result.branches)

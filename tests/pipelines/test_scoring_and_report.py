@@ -1,0 +1,51 @@
+import json
+
+from pipelines.evaluation.reporting import SECTIONS, build_report
+from pipelines.evaluation.scoring import grade_generations, score
+
+
+def _row(variant, suite, problem, index, output, gold, method, selected=False):
+    return {"sample_id": f"{variant}-{suite}-{problem}-{index}", "variant": variant, "suite": suite,
+            "problem_id": problem, "sample_index": index, "output": output, "gold": gold, "selected": selected,
+            "decoding": json.dumps({"method": method}), "output_tokens": 10, "thinking_tokens": 6 if "<think>" in output else 0,
+            "answer_tokens": 4, "seconds": 0.1}
+
+
+def _generations():
+    rows = []
+    for suite in ("in_distribution", "perturbed", "domain_shift"):
+        # base: CoT branches; the selected branch (index 1) is right on p1, wrong on p2
+        rows += [_row("base", suite, "p1", 0, "#### 3", "4", "cot"), _row("base", suite, "p1", 1, "#### 4", "4", "cot", True),
+                 _row("base", suite, "p2", 0, "#### 9", "9", "cot"), _row("base", suite, "p2", 1, "#### 8", "9", "cot", True)]
+        # reasoning: 2 samples per item; p1 right once, p2 right twice
+        rows += [_row("reasoning", suite, "p1", 0, "<think>x</think>4", "4", "sample"),
+                 _row("reasoning", suite, "p1", 1, "<think>x</think>5", "4", "sample"),
+                 _row("reasoning", suite, "p2", 0, "<think>x</think>9", "9", "sample"),
+                 _row("reasoning", suite, "p2", 1, "<think>x</think>9", "9", "sample")]
+    return rows
+
+
+def test_scores_from_stored_generations():
+    generations = _generations()
+    graded = grade_generations(generations, workers=1)
+    assert {g["grader"] for g in graded} == {"strict", "flexible", "exact", "math_verify"}
+    scores = {(s["variant"], s["suite"], s["grader"]): s for s in score(generations, graded)}
+    base = scores[("base", "in_distribution", "exact")]
+    assert (base["pass_at_1"], base["pass_at_k"], base["k"]) == (0.5, 1.0, 2)  # selected branch vs any branch
+    reasoning = scores[("reasoning", "in_distribution", "exact")]
+    assert reasoning["pass_at_1"] == 0.75 and reasoning["pass_at_k"] == 1.0
+    assert json.loads(reasoning["pass_at_k_curve"]) == [0.75, 1.0]
+    assert reasoning["maj_at_k"] == 1.0  # p1 tie 4 vs 5 goes to the first sample (4); p2 unanimous
+    assert reasoning["mean_thinking_tokens"] == 6
+    assert scores[("reasoning", "in_distribution", "strict")]["pass_at_1"] == 0.0  # no '####': strict says no
+
+
+def test_report_has_every_section_tables_and_plots():
+    generations = _generations()
+    report = build_report(score(generations, grade_generations(generations, workers=1)))
+    for section in SECTIONS:
+        assert section in report.markdown
+    assert "| reasoning | 0.750 | 0.250 |" in report.markdown  # pass@1 and the gap to base
+    assert report.html.count("<table>") == len(SECTIONS) and "<h2>Grader dependence" in report.html
+    assert set(report.plots) == {"accuracy_by_variant_suite.png", "pass_at_k_curves.png", "tokens_vs_accuracy.png"}
+    assert all(png.startswith(b"\x89PNG") for png in report.plots.values())
