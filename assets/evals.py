@@ -1,22 +1,32 @@
-"""[evals] Each variant evaluated on every suite, and the comparison report across variants."""
+"""[evals] Generations per variant (stored once), grading + metrics, and the paper-style report."""
 
+import json
+from dataclasses import asdict
 import dagster as dg
+from pydantic import Field
 
 from assets._metadata import mlflow_metadata, preview
 from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint
 from assets.datasets import eval_suites
+from pipelines.evaluation.decoding import generate_samples
 from pipelines.evaluation.prompts import BASE, INSTRUCT, REASONING
-from pipelines.evaluation.report import comparison_markdown
-from pipelines.evaluation.run import evaluate_variant, summarize
+from pipelines.evaluation.reporting import build_report, embed_png
+from pipelines.evaluation.scoring import DEFAULT_GRADER, grade_generations, score
 from pipelines.profiles import with_overrides
 from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking
 
-SAMPLES_TABLE = "eval_samples"
+GENERATIONS_TABLE = "eval_generations"
 
 
 class EvalConfig(dg.Config):
+    """Decoding overrides for one variant; unset fields take the profile's per-variant defaults."""
+
+    method: str | None = Field(default=None, description="cot | sample | greedy")
+    samples: int | None = None
+    temperature: float | None = None
     max_new_tokens: int | None = None
     batch_size: int | None = None
+    seed: int | None = None
 
 
 def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.AssetsDefinition:
@@ -26,30 +36,25 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
               kinds={"pytorch", "duckdb", "mlflow"})
     def _eval(context: dg.AssetExecutionContext, config: EvalConfig, duckdb: DuckDBStore,
               checkpoints: CheckpointStore, mlflow: MLflowTracking, profile: LineageProfile) -> dg.MaterializeResult:
-        settings = with_overrides(profile.settings().eval, config.model_dump())
+        decoding = with_overrides(profile.settings().eval.decoding_for(variant), config.model_dump())
         model_dir = checkpoints.current(checkpoint_name)
         suites = duckdb.rows("eval_suites")
         with mlflow.start_run(run_name=f"eval_{variant}", tags=mlflow.dagster_tags(context)) as run:
-            run.log_params({"variant": variant, "checkpoint": str(model_dir), "decoding": "greedy",
-                            "max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size})
-            result = evaluate_variant(variant, model_dir, suites, settings, model_version=model_dir.name)
-            run.log_metrics({f"{row['suite']}/accuracy": row["accuracy"] for row in result.summary}
-                            | {f"{row['suite']}/mean_output_tokens": row["mean_output_tokens"]
-                               for row in result.summary}
-                            | {"samples_per_second": len(result.samples) / result.seconds})
-            run.log_text(comparison_markdown(result.summary), "summary.md")
-        duckdb.replace_rows(SAMPLES_TABLE, result.samples, "variant", variant)
+            run.log_params({"variant": variant, "checkpoint": str(model_dir), **asdict(decoding)})
+            rows = generate_samples(variant, model_dir, suites, decoding, model_version=model_dir.name)
+            seconds = sum(r["seconds"] for r in rows)
+            run.log_metrics({"samples": len(rows), "samples_per_second": len(rows) / seconds})
+            run.log_text("\n".join(json.dumps(r, default=str) for r in rows), "samples.jsonl")
+        duckdb.replace_rows(GENERATIONS_TABLE, rows, "variant", variant)
         return dg.MaterializeResult(metadata={
-            "dagster/row_count": len(result.samples),
-            **{f"accuracy/{row['suite']}": row["accuracy"] for row in result.summary},
-            **{f"mean_output_tokens/{row['suite']}": row["mean_output_tokens"] for row in result.summary},
-            "generation_seconds": round(result.seconds, 2),
-            "summary": dg.MetadataValue.md(comparison_markdown(result.summary)),
-            "samples": preview(result.samples, ["suite", "output", "predicted", "gold", "correct"]),
+            "dagster/row_count": len(rows), "decoding": dg.MetadataValue.json(asdict(decoding)),
+            "generation_seconds": round(seconds, 2), "samples_per_second": round(len(rows) / seconds, 2),
+            "model_version": model_dir.name, "samples": preview(rows, ["suite", "sample_index", "output", "gold"]),
             **mlflow_metadata(run),
         })
 
-    _eval.__doc__ = f"The {variant} checkpoint generating on every eval suite, graded by exact answer."
+    _eval.__doc__ = (f"The {variant} checkpoint generating on every eval suite with its fair decoding; "
+                     f"one stored row per sample (seed and decoding config recorded).")
     return _eval
 
 
@@ -59,15 +64,41 @@ eval_reasoning = build_eval_asset(REASONING, reasoning_checkpoint)
 
 
 @dg.asset(group_name="evals", deps=[eval_base, eval_instruct, eval_reasoning], kinds={"duckdb", "mlflow"})
-def eval_report(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: MLflowTracking) -> dg.MaterializeResult:
-    """Variants × suites comparison (accuracy, mean output tokens) from the stored per-sample outputs."""
-    summary = summarize(duckdb.rows(SAMPLES_TABLE))
-    table = comparison_markdown(summary)
-    duckdb.replace_table("eval_summary", summary)
-    with mlflow.start_run(run_name="eval_report", tags=mlflow.dagster_tags(context)) as run:
-        run.log_metrics({f"{r['variant']}/{r['suite']}/accuracy": r["accuracy"] for r in summary})
-        run.log_text(table, "comparison.md")
+def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: MLflowTracking,
+                profile: LineageProfile) -> dg.MaterializeResult:
+    """Every grader on the stored generations, then pass@1, pass@k, maj@k and token costs."""
+    generations = duckdb.rows(GENERATIONS_TABLE)
+    graded = grade_generations(generations, workers=profile.settings().eval.grading_workers)
+    scores = score(generations, graded)
+    duckdb.replace_table("eval_grades", graded)
+    duckdb.replace_table("eval_scores", scores)
+    with mlflow.start_run(run_name="eval_scores", tags=mlflow.dagster_tags(context)) as run:
+        run.log_metrics({f"{s['variant']}/{s['suite']}/{s['grader']}/pass_at_1": s["pass_at_1"] for s in scores})
+    main = [s for s in scores if s["grader"] == DEFAULT_GRADER]
     return dg.MaterializeResult(metadata={
-        "comparison": dg.MetadataValue.md(table), "variants": len({r["variant"] for r in summary}),
-        "suites": len({r["suite"] for r in summary}), **mlflow_metadata(run),
+        "dagster/row_count": len(scores), "graded_samples": len(graded),
+        **{f"pass_at_1/{s['variant']}/{s['suite']}": s["pass_at_1"] for s in main},
+        **mlflow_metadata(run),
+    })
+
+
+@dg.asset(group_name="evals", deps=[eval_scores], kinds={"duckdb", "mlflow"})
+def eval_report(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoints: CheckpointStore,
+                mlflow: MLflowTracking) -> dg.MaterializeResult:
+    """Markdown + HTML report with the paper's tables and plots; in Dagster and as MLflow artifacts."""
+    report = build_report(duckdb.rows("eval_scores"))
+    with checkpoints.publish("eval_report", version=context.run.run_id) as staging:
+        (staging / "report.md").write_text(report.markdown)
+        (staging / "report.html").write_text(report.html)
+        for name, png in report.plots.items():
+            (staging / name).write_bytes(png)
+    published = checkpoints.current("eval_report")
+    with mlflow.start_run(run_name="eval_report", tags=mlflow.dagster_tags(context)) as run:
+        for path in sorted(published.iterdir()):
+            run.log_artifact(path)
+    plots = "\n\n".join(embed_png(png, name) for name, png in report.plots.items())
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.md(report.markdown + "\n\n" + plots),
+        "report_html": dg.MetadataValue.path(str(published / "report.html")),
+        **mlflow_metadata(run),
     })

@@ -1,8 +1,8 @@
 """`make demo`: materialize the whole lineage through Dagster, then show what it produced.
 
 Runs ``dagster asset materialize --select '*'`` against the persistent ``$DAGSTER_HOME`` (so the runs
-show up in the UI afterwards), times it, and prints the eval comparison table and where the DuckDB
-file, MLflow store and checkpoints are.
+show up in the UI afterwards), times it, and prints the evaluation report and where the DuckDB file,
+MLflow store and checkpoints are.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from pipelines.definitions import PROJECT_ROOT, data_home, default_resources
-from pipelines.evaluation.report import comparison_markdown
 
 
 def materialize_everything() -> float:
@@ -29,18 +28,17 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     seconds = materialize_everything()
     resources = default_resources()
-    summary = resources["duckdb"].rows("eval_summary")
-    home = data_home()
-    print("\n=== llm-lineage demo: eval comparison (profile: "
-          f"{resources['profile'].name}) ===\n")
-    print(comparison_markdown(summary))
+    report = resources["checkpoints"].current("eval_report")
+    print(f"\n=== llm-lineage demo (profile: {resources['profile'].name}) ===\n")
+    print((report / "report.md").read_text())
     print(f"\nMaterialized the whole lineage in {seconds:.0f} s ({seconds / 60:.1f} min).")
+    print(f"Report:         {report / 'report.html'}")
     print(f"DuckDB tables:  {resources['duckdb'].path}")
     print(f"MLflow store:   {resources['mlflow'].tracking_uri}")
     print(f"Checkpoints:    {resources['checkpoints'].root}")
     print(f"Dagster home:   {os.environ.get('DAGSTER_HOME', '(temporary)')}")
     print(f"Browse both UIs with `make ui` (Dagster http://127.0.0.1:3000, MLflow http://127.0.0.1:5000); "
-          f"data root {home}")
+          f"data root {data_home()}")
 
 
 if __name__ == "__main__":

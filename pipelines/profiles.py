@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from pipelines.evaluation.decoding import Decoding
 from pipelines.training.job import GrpoSettings
 from pipelines.training.model import ModelShape
 from pipelines.training.recipes import TrainSettings
@@ -27,8 +28,26 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class EvalSettings:
+    """Decoding per variant, as the paper compares them fairly (see pipelines/evaluation/decoding.py)."""
+
     max_new_tokens: int
     batch_size: int
+    base_branches: int = 5  # CoT decoding: top-K first tokens
+    instruct_samples: int = 4
+    instruct_temperature: float = 0.2  # low-temperature sampling
+    reasoning_samples: int = 4
+    reasoning_temperature: float = 0.6  # thinking-mode sampling
+    seed: int = 0
+    grading_workers: int = 2  # math-verify processes
+
+    def decoding_for(self, variant: str) -> Decoding:
+        if variant == "base":
+            return Decoding("cot", self.max_new_tokens, self.batch_size, self.seed, samples=self.base_branches)
+        if variant == "instruct":
+            return Decoding("sample", self.max_new_tokens, self.batch_size, self.seed,
+                            samples=self.instruct_samples, temperature=self.instruct_temperature)
+        return Decoding("sample", self.max_new_tokens, self.batch_size, self.seed,
+                        samples=self.reasoning_samples, temperature=self.reasoning_temperature)
 
 
 @dataclass(frozen=True)
@@ -90,7 +109,7 @@ SMOKE = Profile(
     grpo=TrainSettings(max_steps=2, batch_size=4, learning_rate=5e-6, max_length=128, seed=0, logging_steps=1),
     grpo_options=GrpoSettings(num_generations=4, max_completion_length=16),
     save_steps=4,
-    eval=EvalSettings(max_new_tokens=32, batch_size=32),
+    eval=EvalSettings(max_new_tokens=32, batch_size=32, base_branches=2, instruct_samples=2, reasoning_samples=2),
 )
 
 # A ~0.6B Qwen3-class model (Qwen3-0.6B's shape) for one or more GPUs: bf16 (automatic on CUDA), SDPA

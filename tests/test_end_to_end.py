@@ -13,7 +13,11 @@ from pipelines.definitions import PROJECT_ROOT, all_assets, all_checks, default_
 from pipelines.profiles import SMOKE
 
 CHECKPOINTS = ("base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint")
-TRAINED_AND_EVALUATED = {"tokenizer", *CHECKPOINTS, "eval_base", "eval_instruct", "eval_reasoning", "eval_report"}
+EVALS = ("eval_base", "eval_instruct", "eval_reasoning")
+TRAINED_AND_EVALUATED = {"tokenizer", *CHECKPOINTS, *EVALS, "eval_scores", "eval_report"}
+VARIANTS = ("base", "instruct", "reasoning")
+SUITES = ("in_distribution", "perturbed", "domain_shift")
+GRADERS = ("exact", "flexible", "math_verify", "strict")
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +59,38 @@ def test_duckdb_tables_have_the_expected_rows(lineage):
         assert duckdb.count(table) == train, table
     suites = {r["suite"]: r["n"] for r in duckdb.query("SELECT suite, count(*) AS n FROM eval_suites GROUP BY 1")}
     assert suites == {name: SMOKE.data.eval_suite_size for name in ("in_distribution", "perturbed", "domain_shift")}
-    per_variant = duckdb.query("SELECT variant, count(*) AS n FROM eval_samples GROUP BY 1 ORDER BY 1")
-    assert per_variant == [{"variant": v, "n": sum(suites.values())} for v in ("base", "instruct", "reasoning")]
+    per_variant = duckdb.query("SELECT variant, count(*) AS n FROM eval_generations GROUP BY 1 ORDER BY 1")
+    samples = {"base": SMOKE.eval.base_branches, "instruct": SMOKE.eval.instruct_samples,
+               "reasoning": SMOKE.eval.reasoning_samples}
+    assert per_variant == [{"variant": v, "n": sum(suites.values()) * samples[v]} for v in VARIANTS]
+    seeds = duckdb.query("SELECT DISTINCT variant, seed FROM eval_generations WHERE variant = 'reasoning' ORDER BY 2")
+    assert [r["seed"] for r in seeds] == list(range(SMOKE.eval.reasoning_samples))  # one seed per sample, recorded
 
 
-def test_eval_report_compares_three_variants_on_every_suite(lineage):
+def test_scores_cover_every_variant_suite_and_grader(lineage):
+    _, resources = lineage
+    scores = resources["duckdb"].rows("eval_scores")
+    assert {(r["variant"], r["suite"], r["grader"]) for r in scores} == {
+        (v, s, g) for v in VARIANTS for s in SUITES for g in GRADERS}
+    assert all(0.0 <= r["pass_at_1"] <= r["pass_at_k"] <= 1.0 and r["mean_output_tokens"] > 0 for r in scores)
+    graded = resources["duckdb"].count("eval_grades")
+    assert graded == len(GRADERS) * resources["duckdb"].count("eval_generations")
+
+
+def test_eval_report_has_every_section_and_is_logged_to_mlflow(lineage):
+    from pipelines.evaluation.reporting import SECTIONS
+
     result, resources = lineage
-    summary = resources["duckdb"].rows("eval_summary")
-    assert {(r["variant"], r["suite"]) for r in summary} == {
-        (v, s) for v in ("base", "instruct", "reasoning") for s in ("in_distribution", "perturbed", "domain_shift")}
-    assert all(0.0 <= r["accuracy"] <= 1.0 and r["mean_output_tokens"] > 0 for r in summary)
-    table = result.asset_materializations_for_node("eval_report")[0].metadata["comparison"].value
-    assert all(f"| {variant} |" in table for variant in ("base", "instruct", "reasoning"))
-    assert "perturbed acc" in table
+    report = result.asset_materializations_for_node("eval_report")[0].metadata["report"].value
+    assert all(section in report for section in SECTIONS)
+    assert all(f"| {variant} |" in report for variant in VARIANTS)
+    assert report.count("data:image/png;base64,") == 3
+    runs = {r.data.tags["dagster.asset_key"]: r for r in resources["mlflow"].runs(
+        f"tags.`dagster.run_id` = '{result.run_id}'")}
+    client = resources["mlflow"].client()
+    report_files = {a.path for a in client.list_artifacts(runs["eval_report"].info.run_id)}
+    assert {"report.md", "report.html", "pass_at_k_curves.png"} <= report_files
+    assert all("samples.jsonl" in {a.path for a in client.list_artifacts(runs[name].info.run_id)} for name in EVALS)
 
 
 def test_mlflow_holds_a_finished_run_per_training_and_eval_asset(lineage):
@@ -78,6 +101,7 @@ def test_mlflow_holds_a_finished_run_per_training_and_eval_asset(lineage):
     assert all(r.info.status == "FINISHED" for r in runs)
     assert by_asset["reasoning_checkpoint"].data.metrics["dpo/steps"] == SMOKE.dpo.max_steps
     assert by_asset["eval_instruct"].data.params["variant"] == "instruct"
+    assert by_asset["eval_base"].data.params["method"] == "cot"
     link = result.asset_materializations_for_node("base_checkpoint")[0].metadata["mlflow_run"].value
     assert by_asset["base_checkpoint"].info.run_id in link
 
@@ -99,4 +123,4 @@ def test_cli_materialize_uses_the_default_executor_and_sqlite_store(tmp_path):
     resources = default_resources(tmp_path / "lineage", profile="smoke")
     assert resources["mlflow"].tracking_uri.startswith("sqlite:///")
     assert {r.data.tags["dagster.asset_key"] for r in resources["mlflow"].runs()} == TRAINED_AND_EVALUATED
-    assert resources["duckdb"].count("eval_summary") == 9
+    assert resources["duckdb"].count("eval_scores") == 36

@@ -21,6 +21,9 @@ from pipelines.evaluation.generation import generate, load_for_generation
 from pipelines.evaluation.prompts import BASE, build_prompt
 
 
+DECODING_METHODS = ("cot", "sample", "greedy")
+
+
 @dataclass(frozen=True)
 class Decoding:
     method: str  # "cot" | "sample" | "greedy"
@@ -29,6 +32,12 @@ class Decoding:
     seed: int
     samples: int = 1  # n for sampling, K branches for CoT decoding
     temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.method not in DECODING_METHODS:
+            raise ValueError(f"unknown decoding method '{self.method}', expected one of {DECODING_METHODS}")
+        if self.samples < 1:
+            raise ValueError(f"decoding needs at least 1 sample/branch, got {self.samples}")
 
     def describe(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
