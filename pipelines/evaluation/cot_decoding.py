@@ -1,12 +1,14 @@
 """CoT decoding (Wang & Zhou, 2024) for base models: branch on the top-K first tokens, continue each
 branch greedily, and prefer the path whose *answer* tokens the model is most confident about.
 
-A path's confidence is the mean, over the tokens of its final answer, of p(top-1) − p(top-2) at that
-step. The model only needs ``model(input_ids=…, attention_mask=…).logits``; branches run as one batch.
+A path's confidence is the mean, over the tokens of its final answer (where the answer is first
+produced), of p(top-1) − p(top-2) at that step. The model needs the Hugging Face call signature (input_ids, attention_mask, position_ids,
+past_key_values, use_cache) returning ``logits`` and ``past_key_values``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pipelines.evaluation.grading import answer_segment, extract_final_answer, _NUMBER
@@ -36,43 +38,83 @@ class CotDecoding:
 
 
 def _answer_char_span(text: str) -> tuple[int, int] | None:
+    """Where the final answer is first *produced*: e.g. in "3 + 4 = 7. #### 7" the first "7", because
+    the copy after "####" is near-certain for every path and would hide how sure the model was."""
     segment = answer_segment(text)
     matches = list(_NUMBER.finditer(segment))
     if not matches:
         return None
+    literal = matches[-1].group(0)
+    for candidate in re.finditer(re.escape(literal), text):
+        before = text[candidate.start() - 1] if candidate.start() else " "
+        after = text[candidate.end()] if candidate.end() < len(text) else " "
+        if not before.isdigit() and not after.isdigit():  # a whole number, not part of a longer one
+            return candidate.start(), candidate.end()
     offset = len(text) - len(segment)
     return offset + matches[-1].start(), offset + matches[-1].end()
 
 
 def cot_decode(model, tokenizer, prompt: str, top_k: int, max_new_tokens: int, stop_ids: list[int]) -> CotDecoding:
+    return cot_decode_batch(model, tokenizer, [prompt], top_k, max_new_tokens, stop_ids)[0]
+
+
+def cot_decode_batch(model, tokenizer, prompts: list[str], top_k: int, max_new_tokens: int,
+                     stop_ids: list[int]) -> list[CotDecoding]:
+    """CoT decoding for many prompts at once: B prompts × K branches continue greedily in one batch
+    with a KV cache (left padding, explicit position ids)."""
     import torch
 
-    prompt_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    encoded = [tokenizer(p, add_special_tokens=False, return_tensors="pt")["input_ids"][0] for p in prompts]
+    width = max(len(ids) for ids in encoded)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt_ids in enumerate(encoded):
+        ids[row, width - len(prompt_ids):], mask[row, width - len(prompt_ids):] = prompt_ids, 1
     with torch.inference_mode():
-        first_probs = torch.softmax(model(input_ids=prompt_ids).logits[0, -1].float(), dim=-1)
-        top = torch.topk(first_probs, top_k)
-        sequences = torch.cat([prompt_ids.repeat(top_k, 1), top.indices.unsqueeze(1)], dim=1)
-        margins: list[list[float]] = [[float(_margin(first_probs))] for _ in range(top_k)]
-        finished = torch.tensor([int(t) in stop_ids for t in top.indices])
+        first = _step(model, ids, mask, _positions(mask), None)
+        first_probs = torch.softmax(first.logits[:, -1].float(), dim=-1)
+        top = torch.topk(first_probs, top_k, dim=-1)  # [B, K]
+        first_margin = [_margin(first_probs[row]) for row in range(len(prompts))]
+        ids = torch.cat([ids.repeat_interleave(top_k, 0), top.indices.reshape(-1, 1)], dim=1)
+        mask = torch.cat([mask.repeat_interleave(top_k, 0), torch.ones((ids.shape[0], 1), dtype=torch.long)], dim=1)
+        margins = [[first_margin[row // top_k]] for row in range(ids.shape[0])]
+        generated = [[int(t)] for t in top.indices.reshape(-1)]
+        finished = torch.tensor([int(t) in stop_ids for t in top.indices.reshape(-1)])
+        positions = _positions(mask)
+        output = _step(model, ids, mask, positions, None)
         for _ in range(max_new_tokens - 1):
             if bool(finished.all()):
                 break
-            probs = torch.softmax(model(input_ids=sequences).logits[:, -1].float(), dim=-1)
-            next_tokens = probs.argmax(dim=-1)
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-            next_tokens = torch.where(finished, torch.full_like(next_tokens, pad), next_tokens)
-            for row in range(top_k):
+            probs = torch.softmax(output.logits[:, -1].float(), dim=-1)
+            next_tokens = torch.where(finished, torch.full((ids.shape[0],), pad), probs.argmax(dim=-1))
+            for row in range(ids.shape[0]):
                 if not finished[row]:
-                    margins[row].append(float(_margin(probs[row])))
-            sequences = torch.cat([sequences, next_tokens.unsqueeze(1)], dim=1)
+                    margins[row].append(_margin(probs[row]))
+                    generated[row].append(int(next_tokens[row]))
             finished |= torch.tensor([int(t) in stop_ids for t in next_tokens])
-    branches = []
-    for row in range(top_k):
-        generated = [int(t) for t in sequences[row, prompt_ids.shape[1]:]][: len(margins[row])]
-        generated = [t for t in generated if t not in stop_ids]
-        branches.append(_score_branch(tokenizer, generated, margins[row], int(top.indices[row]),
-                                      float(top.values[row])))
-    return CotDecoding(branches)
+            mask = torch.cat([mask, torch.ones((ids.shape[0], 1), dtype=torch.long)], dim=1)
+            positions = positions[:, -1:] + 1
+            output = _step(model, next_tokens.unsqueeze(1), mask, positions, output.past_key_values)
+    results = []
+    for item in range(len(prompts)):
+        branches = []
+        for branch in range(top_k):
+            row = item * top_k + branch
+            tokens = [t for t in generated[row] if t not in stop_ids]
+            branches.append(_score_branch(tokenizer, tokens, margins[row], int(top.indices[item, branch]),
+                                          float(top.values[item, branch])))
+        results.append(CotDecoding(branches))
+    return results
+
+
+def _positions(mask):
+    return (mask.cumsum(dim=-1) - 1).clamp(min=0)
+
+
+def _step(model, input_ids, attention_mask, position_ids, past_key_values):
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                 past_key_values=past_key_values, use_cache=True)
 
 
 def _margin(probs) -> float:

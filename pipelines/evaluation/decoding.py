@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipelines.data.formats import THINK_CLOSE, THINK_OPEN
-from pipelines.evaluation.cot_decoding import cot_decode
+from pipelines.evaluation.cot_decoding import cot_decode_batch
 from pipelines.evaluation.generation import generate, load_for_generation
-from pipelines.evaluation.prompts import BASE, build_prompt
+from pipelines.evaluation.prompts import build_prompt
 
 
 DECODING_METHODS = ("cot", "sample", "greedy")
@@ -66,15 +66,19 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
     rows: list[dict] = []
     if decoding.method == "cot":
         stop_ids = list(model.generation_config.eos_token_id)
-        for item in items:
-            prompt = build_prompt(BASE if variant == BASE else variant, item["question"], tokenizer)
+        ordered = sorted(items, key=lambda item: len(item["question"]))  # similar lengths per batch
+        per_batch = max(1, decoding.batch_size // decoding.samples)
+        for start in range(0, len(ordered), per_batch):
+            batch = ordered[start:start + per_batch]
+            prompts = [build_prompt(variant, item["question"], tokenizer) for item in batch]
             started = time.perf_counter()
-            result = cot_decode(model, tokenizer, prompt, decoding.samples, decoding.max_new_tokens, stop_ids)
-            seconds = (time.perf_counter() - started) / decoding.samples
-            selected = result.branches.index(result.selected)
-            for index, branch in enumerate(result.branches):
-                rows.append(_row(common, item, index, decoding.seed, prompt, branch.text, branch.output_tokens,
-                                 tokenizer, seconds, selected=index == selected, confidence=branch.confidence))
+            results = cot_decode_batch(model, tokenizer, prompts, decoding.samples, decoding.max_new_tokens, stop_ids)
+            seconds = (time.perf_counter() - started) / (len(batch) * decoding.samples)
+            for item, prompt, result in zip(batch, prompts, results):
+                selected = result.branches.index(result.selected)
+                for index, branch in enumerate(result.branches):
+                    rows.append(_row(common, item, index, decoding.seed, prompt, branch.text, branch.output_tokens,
+                                     tokenizer, seconds, selected=index == selected, confidence=branch.confidence))
         return rows
     prompts = [build_prompt(variant, item["question"], tokenizer) for item in items]
     for index in range(decoding.samples):

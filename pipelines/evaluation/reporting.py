@@ -48,6 +48,12 @@ def build_report(scores: list[dict]) -> Report:
     md += ["## Variant comparison (pass@1, gap to base)", ""]
     rows = [[v] + [x for s in suites for x in (acc(v, s), acc(v, s) - acc(BASE, s))] for v in variants]
     md += _table(["variant"] + [h for s in suites for h in (f"{s} pass@1", "Δ vs base")], rows) + [""]
+    cot = [v for v in variants if main[(v, suites[0])]["decoding"] == "cot"]
+    if cot:
+        md += ["CoT-decoded variants, confidence-selected path vs plain greedy decoding (pass@1):", ""]
+        md += _table(["variant"] + [h for s in suites for h in (f"{s} CoT", f"{s} greedy")],
+                     [[v] + [x for s in suites for x in (acc(v, s), main[(v, s)]["greedy_pass_at_1"])] for v in cot])
+        md += [""]
 
     md += ["## Perturbation drop (in-distribution − perturbed)", ""]
     md += _table(["variant", "in_distribution", "perturbed", "drop"],

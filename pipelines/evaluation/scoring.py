@@ -2,7 +2,8 @@
 
 For each (variant, suite, grader): pass@1, unbiased pass@k (k = samples per item) and its whole curve,
 maj@k over equivalent answers, and token/latency costs. For CoT-decoded base models, pass@1 is the
-accuracy of the confidence-selected branch and pass@k is "any of the K branches".
+accuracy of the confidence-selected branch, pass@k is "any of the K branches", and greedy_pass_at_1
+is plain greedy decoding (branch 0), so the report shows what CoT decoding changed.
 """
 
 from __future__ import annotations
@@ -40,13 +41,14 @@ def score(generations: list[dict], graded: list[dict]) -> list[dict]:
         n = min(len(samples) for samples in per_item.values())
         method = json.loads(rows[0]["decoding"])["method"]
         for grader in graders:
-            first, at_k, majority, curve = [], [], [], [0.0] * n
+            first, at_k, majority, curve, greedy = [], [], [], [0.0] * n, []
             for samples in per_item.values():
                 samples = sorted(samples, key=lambda r: r["sample_index"])[:n]
                 correct = [bool(verdicts[(s["sample_id"], grader)]["correct"]) for s in samples]
                 c = sum(correct)
                 if method == "cot":
                     first.append(float(next(ok for ok, s in zip(correct, samples) if s["selected"])))
+                    greedy.append(float(correct[0]))  # branch 0 = top-1 first token, then greedy = greedy decoding
                 else:
                     first.append(c / n)
                 at_k.append(pass_at_k(n, c, n))
@@ -58,6 +60,7 @@ def score(generations: list[dict], graded: list[dict]) -> list[dict]:
             scores.append({
                 "variant": variant, "suite": suite, "grader": grader, "decoding": method, "items": items, "k": n,
                 "pass_at_1": sum(first) / items, "pass_at_k": sum(at_k) / items, "maj_at_k": sum(majority) / items,
+                "greedy_pass_at_1": sum(greedy) / items if greedy else None,
                 "pass_at_k_curve": json.dumps([round(v / items, 4) for v in curve]),
                 "mean_output_tokens": sum(r["output_tokens"] for r in rows) / len(rows),
                 "mean_thinking_tokens": sum(r["thinking_tokens"] for r in rows) / len(rows),

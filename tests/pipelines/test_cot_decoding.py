@@ -27,17 +27,18 @@ def _distribution(top: dict[str, float]) -> torch.Tensor:
 class ScriptedLM(torch.nn.Module):
     """Logits follow SCRIPT; the prompt is the single token 'Q'."""
 
-    def forward(self, input_ids, attention_mask=None):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None):
+        full = input_ids if past_key_values is None else torch.cat([past_key_values, input_ids], dim=1)
         batch = []
-        for row in input_ids.tolist():
-            continuation = "".join(VOCAB[t] for t in row[1:] if t != EOS)
+        for row in full.tolist():
+            continuation = "".join(VOCAB[t] for t in row[row.index(1) + 1:] if t != EOS)  # after "Q"
             if not continuation:
                 batch.append(_distribution(FIRST))
                 continue
             token, p1, runner_up, p2 = SCRIPT.get(continuation, ("<eos>", 0.9, " ", 0.05))
             batch.append(_distribution({token: p1, runner_up: p2}))
         logits = torch.stack(batch).unsqueeze(1).repeat(1, input_ids.shape[1], 1)
-        return type("Output", (), {"logits": logits})()
+        return type("Output", (), {"logits": logits, "past_key_values": full})()  # the "cache": tokens so far
 
 
 class CharTokenizer:
@@ -80,3 +81,19 @@ def test_cot_decoding_runs_on_a_real_checkpoint(micro_base, micro_problems):
     probs = [b.first_token_prob for b in result.branches]
     assert len({b.first_token for b in result.branches}) == 3 and probs == sorted(probs, reverse=True)
     assert all(0 < b.output_tokens <= 8 and 0.0 <= b.confidence <= 1.0 for b in result.branches)
+
+
+def test_batched_prompts_of_different_lengths_match_one_at_a_time(micro_base, micro_problems):
+    from pipelines.data.formats import base_prompt
+    from pipelines.evaluation.cot_decoding import cot_decode_batch
+    from pipelines.evaluation.generation import load_for_generation
+
+    model, tokenizer = load_for_generation(micro_base[0])
+    stop = list(model.generation_config.eos_token_id)
+    prompts = [base_prompt(p.question) for p in micro_problems[:3]]
+    prompts[1] += " Answer carefully."  # different lengths: left padding must not change any branch
+    batched = cot_decode_batch(model, tokenizer, prompts, top_k=3, max_new_tokens=10, stop_ids=stop)
+    single = [cot_decode(model, tokenizer, p, top_k=3, max_new_tokens=10, stop_ids=stop) for p in prompts]
+    assert [[b.text for b in r.branches] for r in batched] == [[b.text for b in r.branches] for r in single]
+    assert [[round(b.confidence, 4) for b in r.branches] for r in batched] == \
+        [[round(b.confidence, 4) for b in r.branches] for r in single]

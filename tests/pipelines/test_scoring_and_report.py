@@ -32,6 +32,7 @@ def test_scores_from_stored_generations():
     scores = {(s["variant"], s["suite"], s["grader"]): s for s in score(generations, graded)}
     base = scores[("base", "in_distribution", "exact")]
     assert (base["pass_at_1"], base["pass_at_k"], base["k"]) == (0.5, 1.0, 2)  # selected branch vs any branch
+    assert base["greedy_pass_at_1"] == 0.5  # branch 0: wrong on p1, right on p2
     reasoning = scores[("reasoning", "in_distribution", "exact")]
     assert reasoning["pass_at_1"] == 0.75 and reasoning["pass_at_k"] == 1.0
     assert json.loads(reasoning["pass_at_k_curve"]) == [0.75, 1.0]
@@ -46,6 +47,7 @@ def test_report_has_every_section_tables_and_plots():
     for section in SECTIONS:
         assert section in report.markdown
     assert "| reasoning | 0.750 | 0.250 |" in report.markdown  # pass@1 and the gap to base
-    assert report.html.count("<table>") == len(SECTIONS) and "<h2>Grader dependence" in report.html
+    assert report.html.count("<table>") == len(SECTIONS) + 1  # + CoT-vs-greedy for the base
+    assert "<h2>Grader dependence" in report.html and "| base | 0.500 | 0.500 |" in report.markdown
     assert set(report.plots) == {"accuracy_by_variant_suite.png", "pass_at_k_curves.png", "tokens_vs_accuracy.png"}
     assert all(png.startswith(b"\x89PNG") for png in report.plots.values())
