@@ -1,5 +1,6 @@
 """[datasets] Training and evaluation tables built from the raw problems."""
 
+from pathlib import Path
 from typing import Literal
 
 import dagster as dg
@@ -11,7 +12,9 @@ from pipelines.data.datasets import (assert_disjoint, build_eval_suites, build_p
                                      build_think, problems_from_rows, train_problems)
 from pipelines.data.datasets import ContaminationError
 from pipelines.profiles import with_overrides
+from pipelines.data.ingest import ingest_jsonl
 from pipelines.data.on_policy import OnPolicySettings, sample_on_policy
+from pipelines.data.raw import QUARANTINE_COLUMNS
 from resources import CheckpointStore, DuckDBStore, LineageProfile
 
 
@@ -77,18 +80,38 @@ def preference_dataset(config: PreferenceConfig, duckdb: DuckDBStore, checkpoint
     return dg.MaterializeResult(metadata={**result.metadata, **metadata, "source": config.source})
 
 
+class ExtraSuite(dg.Config):
+    """Any JSONL math set as an extra eval suite, with a field mapping."""
+
+    name: str
+    path: str
+    question_field: str = "question"
+    answer_field: str = "answer"
+    answer_format: str = Field(default="gsm8k", description="gsm8k: a worked solution ending in '#### N'; "
+                               "number: the field holds the final answer")
+
+
 class EvalSuitesConfig(dg.Config):
     eval_suite_size: int | None = None
     seed: int | None = None
     max_operand: int | None = None
+    extra_suites: list[ExtraSuite] = Field(default_factory=list, description="e.g. GSM8K test: "
+                                           "{name: gsm8k, path: ../shared/datasets/gsm8k/test.jsonl}")
 
 
 @dg.asset(group_name="datasets", deps=[raw_problems], kinds={"python", "duckdb"})
 def eval_suites(config: EvalSuitesConfig, duckdb: DuckDBStore, profile: LineageProfile) -> dg.MaterializeResult:
-    """Held-out suites: in-distribution, perturbed twins, domain shift; disjoint from training, checked."""
+    """Held-out suites: in-distribution, perturbed twins, domain shift (+ configured JSONL suites);
+    disjoint from training, checked. Bad lines of extra suites go to ``eval_suite_quarantine``."""
     data = with_overrides(profile.settings().data, config.model_dump())
-    rows = build_eval_suites(_problems(duckdb), data.eval_suite_size, data.seed, data.max_operand)
+    loaded = {extra.name: ingest_jsonl([Path(extra.path)], question_field=extra.question_field,
+                                       answer_field=extra.answer_field, answer_format=extra.answer_format)
+              for extra in config.extra_suites}
+    rows = build_eval_suites(_problems(duckdb), data.eval_suite_size, data.seed, data.max_operand,
+                             {name: result.problems for name, result in loaded.items()})
     duckdb.replace_table("eval_suites", rows)
+    duckdb.replace_table("eval_suite_quarantine", [q.as_row() for r in loaded.values() for q in r.quarantined],
+                         columns=QUARANTINE_COLUMNS)
     sizes = {suite: sum(r["suite"] == suite for r in rows) for suite in sorted({r["suite"] for r in rows})}
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(rows), "suite_sizes": dg.MetadataValue.json(sizes),

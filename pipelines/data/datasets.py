@@ -87,11 +87,13 @@ def direct_answer_pairs(preference_rows: list[dict]) -> list[dict]:
              "rejected": r["rejected_answer"], "answer": r["answer"]} for r in preference_rows]
 
 
-def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_operand: int) -> list[dict]:
+def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_operand: int,
+                      extra_suites: dict[str, list[Problem]] | None = None) -> list[dict]:
     """In-distribution held-out, perturbed twins (new numbers) and domain-shifted wording.
 
     Perturbed and domain-shift suites need generator templates; for ingested data (no templates)
-    only the in-distribution suite is built.
+    only the in-distribution suite is built. ``extra_suites`` (e.g. GSM8K test from a JSONL file)
+    are added as they are, capped at ``suite_size`` and checked for overlap with training like the rest.
     """
     rng = random.Random(seed)
     held_out = [p for p in problems if p.split == TEST_SPLIT][:suite_size]
@@ -106,6 +108,10 @@ def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_o
             suites.append((PERTURBED, twin, p.problem_id))
     if any(p.template is not None for p in held_out):
         suites += [(DOMAIN_SHIFT, p, None) for p in domain_shift_problems(suite_size, seed, max_operand)]
+    for name, extra in (extra_suites or {}).items():
+        if name in SUITES:
+            raise ValueError(f"extra suite name '{name}' collides with a built-in suite {SUITES}")
+        suites += [(name, p, None) for p in extra[:suite_size]]
     rows = [{"suite": suite, "problem_id": p.problem_id, "key": p.key, "question": p.question,
              "solution": p.solution, "answer": p.answer, "original_problem_id": original}
             for suite, p, original in suites]

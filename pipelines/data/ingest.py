@@ -48,7 +48,11 @@ def split_from_filename(path: Path) -> str:
     return TEST_SPLIT if "test" in path.stem.lower() else TRAIN_SPLIT
 
 
-def _parse_line(raw: bytes, question_field: str, answer_field: str) -> tuple[str, str, str] | tuple[str, str]:
+ANSWER_FORMATS = ("gsm8k", "number")  # gsm8k: worked solution ending in '#### N'; number: the final answer
+
+
+def _parse_line(raw: bytes, question_field: str, answer_field: str,
+                answer_format: str = "gsm8k") -> tuple[str, str, str] | tuple[str, str]:
     """(question, solution, answer), or (kind, reason) when the line cannot be used."""
     try:
         text = raw.decode("utf-8")
@@ -62,6 +66,9 @@ def _parse_line(raw: bytes, question_field: str, answer_field: str) -> tuple[str
         return "not_json", f"not JSON: {error.msg} at column {error.colno}"
     if not isinstance(record, dict):
         return "not_object", f"not a JSON object but {type(record).__name__}"
+    if answer_format == "number" and isinstance(record.get(answer_field), int | float) \
+            and not isinstance(record.get(answer_field), bool):
+        record[answer_field] = str(record[answer_field])
     for name in (question_field, answer_field):
         if name not in record:
             return "missing_field", f"missing field '{name}'"
@@ -70,6 +77,11 @@ def _parse_line(raw: bytes, question_field: str, answer_field: str) -> tuple[str
         if not record[name].strip():
             return "empty_field", f"field '{name}' is empty"
     answer_text = record[answer_field]
+    if answer_format == "number":
+        final = answer_text.replace("$", "").strip().rstrip(".")
+        if not _NUMBER.match(final):
+            return "non_numeric_answer", f"field '{answer_field}' = '{final[:40]}' is not a number"
+        return record[question_field].strip(), "", final.replace(",", "")
     match = _FINAL_ANSWER.search(answer_text)
     if "####" not in answer_text or match is None:
         return "no_final_answer", f"field '{answer_field}' has no '#### <final answer>'"
@@ -80,9 +92,11 @@ def _parse_line(raw: bytes, question_field: str, answer_field: str) -> tuple[str
     return record[question_field].strip(), " ".join(solution.split()), final.replace(",", "")
 
 
-def ingest_jsonl(paths: list[Path], *,
-                 question_field: str = "question", answer_field: str = "answer") -> IngestResult:
+def ingest_jsonl(paths: list[Path], *, question_field: str = "question", answer_field: str = "answer",
+                 answer_format: str = "gsm8k") -> IngestResult:
     """Read GSM8K-format files; duplicates of an already-kept question are quarantined too."""
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"unknown answer_format '{answer_format}', expected one of {ANSWER_FORMATS}")
     result = IngestResult()
     seen: dict[str, tuple[str, int]] = {}
     for path in paths:
@@ -93,7 +107,7 @@ def ingest_jsonl(paths: list[Path], *,
             for line_number, raw in enumerate(handle, start=1):
                 result.lines_read += 1
                 raw = raw.rstrip(b"\r\n")
-                parsed = _parse_line(raw, question_field, answer_field)
+                parsed = _parse_line(raw, question_field, answer_field, answer_format)
                 preview = raw[:RAW_PREVIEW_CHARS].decode("utf-8", errors="replace")
                 if len(parsed) == 2:
                     result.quarantined.append(QuarantinedLine(str(path), line_number, *parsed, preview))

@@ -51,3 +51,20 @@ def test_real_gsm8k_flows_into_datasets_and_an_in_distribution_suite(gsm8k_dir, 
     assert suites == [{"suite": "in_distribution", "n": 24}]  # no templates → no perturbed twins
     check = result.get_asset_check_evaluations()[0]
     assert check.passed and check.metadata["eval_items_checked"].value == 24
+
+
+def test_gsm8k_test_plugs_in_as_an_extra_eval_suite(gsm8k_dir, lineage_home, tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question": "What is 2 + 2?", "answer": "4"}\nnot json\n')
+    resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
+    extra = [{"name": "gsm8k", "path": str(gsm8k_dir / "test.jsonl")},
+             {"name": "plain_numbers", "path": str(broken), "answer_format": "number"}]
+    result = dg.materialize([raw_problems, eval_suites, eval_suites_disjoint_from_training], resources=resources,
+                            run_config={"ops": {"eval_suites": {"config": {"extra_suites": extra}}}})
+    assert result.success and result.get_asset_check_evaluations()[0].passed
+    duckdb = resources["duckdb"]
+    sizes = {r["suite"]: r["n"] for r in duckdb.query("SELECT suite, count(*) AS n FROM eval_suites GROUP BY 1")}
+    assert sizes == {"in_distribution": 24, "perturbed": 24, "domain_shift": 24, "gsm8k": 24, "plain_numbers": 1}
+    natalia = duckdb.query("SELECT answer FROM eval_suites WHERE question LIKE 'Janet%ducks%'")
+    assert natalia == [{"answer": "18"}]  # GSM8K test line 1, gold parsed from '#### 18'
+    assert [(q["line"], q["kind"]) for q in duckdb.rows("eval_suite_quarantine")] == [(2, "not_json")]

@@ -60,3 +60,12 @@ def test_real_gsm8k_files_are_ingested_with_exact_accounting(gsm8k_dir):
     assert all(q.kind == "duplicate" for q in result.quarantined)  # the real files are well formed
     natalia = next(p for p in result.problems if p.question.startswith("Natalia sold clips"))
     assert natalia.answer == "72" and "<<" not in natalia.solution
+
+
+def test_number_answer_format_for_other_math_sets(tmp_path):
+    path = tmp_path / "other.jsonl"
+    _write_lines(path, [json.dumps({"q": "2 + 2?", "a": 4}).encode(), json.dumps({"q": "Half of 7?", "a": "3.5"}).encode(),
+                        json.dumps({"q": "Name?", "a": "Bob"}).encode(), json.dumps({"q": "Flag?", "a": True}).encode()])
+    result = ingest_jsonl([path], question_field="q", answer_field="a", answer_format="number")
+    assert [p.answer for p in result.problems] == ["4", "3.5"]
+    assert [q.kind for q in result.quarantined] == ["non_numeric_answer", "wrong_type"]
