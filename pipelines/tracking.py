@@ -9,7 +9,6 @@ and the tests) the server serializes writes and no lock is taken.
 from __future__ import annotations
 
 import fcntl
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -84,9 +83,6 @@ class RunLogger:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._call(lambda: self._client.log_text(self.run_id, text, artifact_file))
-
-    def log_dict(self, data: dict, artifact_file: str) -> None:
-        self.log_text(json.dumps(data, indent=2, default=str), artifact_file)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self._call(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path))
