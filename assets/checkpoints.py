@@ -11,7 +11,7 @@ from assets.datasets import preference_dataset, sft_dataset, think_dataset
 from assets.raw import raw_corpus
 from pipelines.data.datasets import direct_answer_pairs
 from pipelines.profiles import with_overrides
-from pipelines.training.job import CODE_VERSION, TrainJob, file_sha256, write_rows
+from pipelines.training.job import CODE_VERSION, TrainJob, write_rows
 from pipelines.training.recipes import import_base
 from pipelines.training.tokenizer import train_tokenizer
 from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking, TrainingLauncher
@@ -25,13 +25,11 @@ class TokenizerConfig(dg.Config):
 
 @dg.asset(group_name="checkpoints", deps=[raw_corpus], kinds={"huggingface"})
 def tokenizer(context: dg.AssetExecutionContext, config: TokenizerConfig, duckdb: DuckDBStore,
-              checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
-              profile: LineageProfile) -> dg.MaterializeResult:
+              checkpoints: CheckpointStore, mlflow: MLflowTracking, profile: LineageProfile) -> dg.MaterializeResult:
     """Byte-level BPE (digits split) trained on the pretraining corpus, with a ChatML template."""
     vocab_size = config.vocab_size or profile.settings().tokenizer_vocab_size
     rows = duckdb.query("SELECT text FROM raw_corpus ORDER BY problem_id")
-    corpus = write_rows(rows, Path(launcher.work_root) / "tokenizer" / "corpus.jsonl")
-    fingerprint = combined_fingerprint([file_sha256(corpus), str(vocab_size), CODE_VERSION])
+    fingerprint = combined_fingerprint([*(row["text"] for row in rows), str(vocab_size), CODE_VERSION])
 
     def build(staging, run) -> list:
         train_tokenizer([row["text"] for row in rows], vocab_size, staging)
