@@ -1,5 +1,6 @@
 """[datasets] Training and evaluation tables built from the raw problems."""
 
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +14,7 @@ from pipelines.data.datasets import (assert_disjoint, build_eval_suites, build_p
 from pipelines.data.datasets import ContaminationError
 from pipelines.profiles import with_overrides
 from pipelines.data.ingest import ingest_jsonl
+from pipelines.data.perturbations import PERTURBATIONS
 from pipelines.data.on_policy import OnPolicySettings, sample_on_policy
 from pipelines.data.raw import QUARANTINE_COLUMNS
 from resources import CheckpointStore, DuckDBStore, LineageProfile
@@ -97,6 +99,9 @@ class EvalSuitesConfig(dg.Config):
     max_operand: int | None = None
     extra_suites: list[ExtraSuite] = Field(default_factory=list, description="e.g. GSM8K test: "
                                            "{name: gsm8k, path: ../shared/datasets/gsm8k/test.jsonl}")
+    perturbations: list[str] = Field(default_factory=lambda: list(PERTURBATIONS),
+                                     description=f"twin kinds for the perturbed suite, rotated over items: "
+                                     f"{', '.join(PERTURBATIONS)}")
 
 
 @dg.asset(group_name="datasets", deps=[raw_problems], kinds={"python", "duckdb"})
@@ -108,13 +113,16 @@ def eval_suites(config: EvalSuitesConfig, duckdb: DuckDBStore, profile: LineageP
                                        answer_field=extra.answer_field, answer_format=extra.answer_format)
               for extra in config.extra_suites}
     rows = build_eval_suites(_problems(duckdb), data.eval_suite_size, data.seed, data.max_operand,
-                             {name: result.problems for name, result in loaded.items()})
+                             {name: result.problems for name, result in loaded.items()},
+                             perturbations=tuple(config.perturbations))
     duckdb.replace_table("eval_suites", rows)
     duckdb.replace_table("eval_suite_quarantine", [q.as_row() for r in loaded.values() for q in r.quarantined],
                          columns=QUARANTINE_COLUMNS)
     sizes = {suite: sum(r["suite"] == suite for r in rows) for suite in sorted({r["suite"] for r in rows})}
+    kinds = Counter(r["perturbation"] for r in rows if r["perturbation"])
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(rows), "suite_sizes": dg.MetadataValue.json(sizes),
+        "perturbation_kinds": dg.MetadataValue.json(dict(sorted(kinds.items()))),
         "preview": preview(rows, ["suite", "question", "answer"]),
     })
 

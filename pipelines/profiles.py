@@ -39,14 +39,17 @@ class EvalSettings:
     reasoning_temperature: float = 0.6  # thinking-mode sampling
     seed: int = 0
     grading_workers: int = 2  # math-verify processes
+    base_stop_strings: tuple[str, ...] = ("\nQuestion:",)  # a base model goes on to write the next question
+    chat_backend: str = "hf"  # generation engine for the sampled (chat) variants: hf | vllm
 
     def decoding_for(self, variant: str) -> Decoding:
         if variant == "base":
-            return Decoding("cot", self.max_new_tokens, self.batch_size, self.seed, samples=self.base_branches)
+            return Decoding("cot", self.max_new_tokens, self.batch_size, self.seed, samples=self.base_branches,
+                            stop_strings=self.base_stop_strings)
         if variant == "instruct":
-            return Decoding("sample", self.max_new_tokens, self.batch_size, self.seed,
+            return Decoding("sample", self.max_new_tokens, self.batch_size, self.seed, backend=self.chat_backend,
                             samples=self.instruct_samples, temperature=self.instruct_temperature)
-        return Decoding("sample", self.max_new_tokens, self.batch_size, self.seed,
+        return Decoding("sample", self.max_new_tokens, self.batch_size, self.seed, backend=self.chat_backend,
                         samples=self.reasoning_samples, temperature=self.reasoning_temperature)
 
 

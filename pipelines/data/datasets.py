@@ -13,7 +13,8 @@ from collections.abc import Iterable
 
 from pipelines.data.formats import corpus_document, think_completion
 from pipelines.data.problems import TEST_SPLIT, TRAIN_SPLIT, Problem, normalize_question
-from pipelines.data.synthetic import domain_shift_problems, perturb
+from pipelines.data.perturbations import PERTURBATIONS, perturbation_for
+from pipelines.data.synthetic import domain_shift_problems
 
 IN_DISTRIBUTION = "in_distribution"
 PERTURBED = "perturbed"
@@ -88,35 +89,55 @@ def direct_answer_pairs(preference_rows: list[dict]) -> list[dict]:
 
 
 def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_operand: int,
-                      extra_suites: dict[str, list[Problem]] | None = None) -> list[dict]:
-    """In-distribution held-out, perturbed twins (new numbers) and domain-shifted wording.
+                      extra_suites: dict[str, list[Problem]] | None = None,
+                      perturbations: tuple[str, ...] = PERTURBATIONS) -> list[dict]:
+    """In-distribution held-out, paired perturbed twins and domain-shifted wording.
 
-    Perturbed and domain-shift suites need generator templates; for ingested data (no templates)
-    only the in-distribution suite is built. ``extra_suites`` (e.g. GSM8K test from a JSONL file)
-    are added as they are, capped at ``suite_size`` and checked for overlap with training like the rest.
+    Held-out item i gets one twin of kind ``perturbations[i % len]`` (the next kind if that one does
+    not apply, e.g. new numbers need a generator template), so every kind is measured on a similar
+    share of items without multiplying the suite. Domain shift needs generator templates; for
+    ingested data it is left out. ``extra_suites`` (e.g. GSM8K test from a JSONL file) are added as
+    they are, capped at ``suite_size`` and checked for overlap with training like the rest.
     """
+    unknown = sorted(set(perturbations) - set(PERTURBATIONS))
+    if unknown or not perturbations:
+        raise ValueError(f"perturbations {list(perturbations)}: expected a non-empty subset of {PERTURBATIONS}")
     rng = random.Random(seed)
     held_out = [p for p in problems if p.split == TEST_SPLIT][:suite_size]
     if not held_out:
         raise ValueError("no test-split problems to evaluate on: raise eval_fraction or add a test file")
     forbidden = {p.key for p in problems}
-    suites: list[tuple[str, Problem, str | None]] = [(IN_DISTRIBUTION, p, None) for p in held_out]
-    for p in held_out:
-        if p.template is not None:
-            twin = perturb(p, rng, max_operand, forbidden)
-            forbidden.add(twin.key)
-            suites.append((PERTURBED, twin, p.problem_id))
+    suites: list[tuple[str, Problem, str | None, str | None]] = [(IN_DISTRIBUTION, p, None, None) for p in held_out]
+    for index, problem in enumerate(held_out):
+        twin = _first_applicable_twin(problem, index, perturbations, rng, max_operand, forbidden)
+        if twin is not None:
+            forbidden.add(twin[1].key)
+            suites.append((PERTURBED, twin[1], problem.problem_id, twin[0]))
     if any(p.template is not None for p in held_out):
-        suites += [(DOMAIN_SHIFT, p, None) for p in domain_shift_problems(suite_size, seed, max_operand)]
+        suites += [(DOMAIN_SHIFT, p, None, None) for p in domain_shift_problems(suite_size, seed, max_operand)]
     for name, extra in (extra_suites or {}).items():
         if name in SUITES:
             raise ValueError(f"extra suite name '{name}' collides with a built-in suite {SUITES}")
-        suites += [(name, p, None) for p in extra[:suite_size]]
+        suites += [(name, p, None, None) for p in extra[:suite_size]]
     rows = [{"suite": suite, "problem_id": p.problem_id, "key": p.key, "question": p.question,
-             "solution": p.solution, "answer": p.answer, "original_problem_id": original}
-            for suite, p, original in suites]
+             "solution": p.solution, "answer": p.answer, "original_problem_id": original,
+             "perturbation": kind}
+            for suite, p, original, kind in suites]
     assert_disjoint(rows, train_problems(problems))
     return rows
+
+
+def _first_applicable_twin(problem: Problem, index: int, kinds: tuple[str, ...], rng: random.Random,
+                           max_operand: int, forbidden: set[str]) -> tuple[str, Problem] | None:
+    for offset in range(len(kinds)):
+        kind = kinds[(index + offset) % len(kinds)]
+        try:
+            twin = perturbation_for(problem, kind, rng, max_operand, forbidden)
+        except ValueError:  # e.g. a one-sentence question has no facts to reorder
+            continue
+        if twin is not None and twin.key not in forbidden:
+            return kind, twin
+    return None
 
 
 def assert_disjoint(eval_rows: list[dict], training: list[Problem]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pipelines.evaluation.generation import truncate_at_stop
 from pipelines.evaluation.grading import answer_segment, extract_final_answer, _NUMBER
 
 
@@ -54,14 +55,16 @@ def _answer_char_span(text: str) -> tuple[int, int] | None:
     return offset + matches[-1].start(), offset + matches[-1].end()
 
 
-def cot_decode(model, tokenizer, prompt: str, top_k: int, max_new_tokens: int, stop_ids: list[int]) -> CotDecoding:
-    return cot_decode_batch(model, tokenizer, [prompt], top_k, max_new_tokens, stop_ids)[0]
+def cot_decode(model, tokenizer, prompt: str, top_k: int, max_new_tokens: int, stop_ids: list[int],
+               stop_strings: tuple[str, ...] = ()) -> CotDecoding:
+    return cot_decode_batch(model, tokenizer, [prompt], top_k, max_new_tokens, stop_ids, stop_strings)[0]
 
 
 def cot_decode_batch(model, tokenizer, prompts: list[str], top_k: int, max_new_tokens: int,
-                     stop_ids: list[int]) -> list[CotDecoding]:
+                     stop_ids: list[int], stop_strings: tuple[str, ...] = ()) -> list[CotDecoding]:
     """CoT decoding for many prompts at once: B prompts × K branches continue greedily in one batch
-    with a KV cache (left padding, explicit position ids)."""
+    with a KV cache (left padding, explicit position ids). Each branch's text is cut at the first stop
+    string before its answer and confidence are read."""
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
@@ -103,7 +106,7 @@ def cot_decode_batch(model, tokenizer, prompts: list[str], top_k: int, max_new_t
             row = item * top_k + branch
             tokens = [t for t in generated[row] if t not in stop_ids]
             branches.append(_score_branch(tokenizer, tokens, margins[row], int(top.indices[item, branch]),
-                                          float(top.values[item, branch])))
+                                          float(top.values[item, branch]), stop_strings))
         results.append(CotDecoding(branches))
     return results
 
@@ -124,10 +127,11 @@ def _margin(probs) -> float:
     return float(top2[0] - top2[1])
 
 
-def _score_branch(tokenizer, tokens: list[int], margins: list[float], first: int, first_prob: float) -> Branch:
+def _score_branch(tokenizer, tokens: list[int], margins: list[float], first: int, first_prob: float,
+                  stop_strings: tuple[str, ...] = ()) -> Branch:
     """Mean margin over the tokens that spell the final answer (0 when there is no answer)."""
     pieces = [tokenizer.decode(tokens[: i + 1]) for i in range(len(tokens))]
-    text = pieces[-1] if pieces else ""
+    text = truncate_at_stop(pieces[-1], stop_strings) if pieces else ""
     span = _answer_char_span(text)
     confidence = 0.0
     if span is not None:

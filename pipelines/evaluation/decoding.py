@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipelines.data.formats import THINK_CLOSE, THINK_OPEN
+from pipelines.evaluation.backends import BACKENDS, HF, TransformersBackend, load_backend
 from pipelines.evaluation.cot_decoding import cot_decode_batch
-from pipelines.evaluation.generation import generate, load_for_generation
 from pipelines.evaluation.prompts import build_prompt
 
 
@@ -32,12 +32,19 @@ class Decoding:
     seed: int
     samples: int = 1  # n for sampling, K branches for CoT decoding
     temperature: float = 0.0
+    stop_strings: tuple[str, ...] = ()  # cut from the output; e.g. a base model starting the next "Question:"
+    backend: str = HF  # hf | vllm (same interface; CoT decoding needs hf)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "stop_strings", tuple(self.stop_strings))  # Launchpad config gives lists
         if self.method not in DECODING_METHODS:
             raise ValueError(f"unknown decoding method '{self.method}', expected one of {DECODING_METHODS}")
         if self.samples < 1:
             raise ValueError(f"decoding needs at least 1 sample/branch, got {self.samples}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown generation backend '{self.backend}', expected one of {BACKENDS}")
+        if self.method == "cot" and self.backend != HF:
+            raise ValueError("CoT decoding reads per-step logits of each branch: it needs backend 'hf'")
 
     def describe(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -61,10 +68,13 @@ def split_thinking(text: str, tokenizer) -> tuple[int, int]:
 def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding: Decoding,
                      model_version: str) -> list[dict]:
     """One row per (item, sample): the stored generations that every grader later reads."""
-    model, tokenizer = load_for_generation(model_dir)
+    backend = load_backend(decoding.backend, model_dir)
+    tokenizer = backend.tokenizer
     common = {"variant": variant, "model_version": model_version, "decoding": decoding.describe()}
     rows: list[dict] = []
     if decoding.method == "cot":
+        assert isinstance(backend, TransformersBackend)  # Decoding validates this
+        model = backend.model
         stop_ids = list(model.generation_config.eos_token_id)
         ordered = sorted(items, key=lambda item: len(item["question"]))  # similar lengths per batch
         per_batch = max(1, decoding.batch_size // decoding.samples)
@@ -72,7 +82,8 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
             batch = ordered[start:start + per_batch]
             prompts = [build_prompt(variant, item["question"], tokenizer) for item in batch]
             started = time.perf_counter()
-            results = cot_decode_batch(model, tokenizer, prompts, decoding.samples, decoding.max_new_tokens, stop_ids)
+            results = cot_decode_batch(model, tokenizer, prompts, decoding.samples, decoding.max_new_tokens, stop_ids,
+                                       decoding.stop_strings)
             seconds = (time.perf_counter() - started) / (len(batch) * decoding.samples)
             for item, prompt, result in zip(batch, prompts, results):
                 selected = result.branches.index(result.selected)
@@ -83,8 +94,9 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
     prompts = [build_prompt(variant, item["question"], tokenizer) for item in items]
     for index in range(decoding.samples):
         seed = decoding.seed + index
-        run = generate(model, tokenizer, prompts, decoding.max_new_tokens, decoding.batch_size,
-                       temperature=decoding.temperature if decoding.method == "sample" else 0.0, seed=seed)
+        run = backend.generate(prompts, decoding.max_new_tokens, decoding.batch_size,
+                               temperature=decoding.temperature if decoding.method == "sample" else 0.0,
+                               seed=seed, stop_strings=decoding.stop_strings)
         per_sample = run.seconds / max(1, len(prompts))
         for item, prompt, generation in zip(items, prompts, run.generations):
             rows.append(_row(common, item, index, seed, prompt, generation.text, generation.output_tokens,

@@ -1,6 +1,8 @@
-"""Batched generation (greedy or sampled): length-sorted batches, left padding, KV cache, stop tokens, max tokens.
+"""Batched generation (greedy or sampled): length-sorted batches, left padding, KV cache, stop tokens,
+stop strings, max tokens.
 
-Sorting prompts by length keeps padding small; results are returned in the caller's order.
+Sorting prompts by length keeps padding small; results are returned in the caller's order. A row stops
+at EOS or at the first stop string (which is cut from the text, as lm-evaluation-harness does).
 """
 
 from __future__ import annotations
@@ -35,12 +37,20 @@ def load_for_generation(model_dir: Path):
     return model, tokenizer
 
 
+def truncate_at_stop(text: str, stop_strings: tuple[str, ...] | list[str]) -> str:
+    """``text`` up to the earliest stop string (excluded)."""
+    cut = min((text.find(stop) for stop in stop_strings if stop and stop in text), default=len(text))
+    return text[:cut]
+
+
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
-             temperature: float = 0.0, seed: int = 0) -> GenerationRun:
+             temperature: float = 0.0, seed: int = 0, stop_strings: tuple[str, ...] = ()) -> GenerationRun:
     """Greedy when ``temperature`` is 0, else seeded sampling; one output per prompt, in prompt order."""
     import torch
 
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
+    if stop_strings:  # stops each row early inside generate(); the text is cut below
+        sampling |= {"stop_strings": list(stop_strings), "tokenizer": tokenizer}
     if temperature > 0:
         torch.manual_seed(seed)
 
@@ -58,5 +68,6 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
         for row, index in enumerate(batch_ids):
             tokens = new_tokens[row]
             produced = int((tokens != tokenizer.pad_token_id).sum())
-            results[index] = Generation(tokenizer.decode(tokens, skip_special_tokens=True).strip(), produced)
+            text = truncate_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stop_strings)
+            results[index] = Generation(text.strip(), produced)
     return GenerationRun([results[i] for i in range(len(prompts))], time.perf_counter() - started)

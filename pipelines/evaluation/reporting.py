@@ -37,7 +37,7 @@ def _ordered(values: set[str], order) -> list[str]:
     return [v for v in order if v in values] + sorted(values - set(order))
 
 
-def build_report(scores: list[dict]) -> Report:
+def build_report(scores: list[dict], perturbation_drops: list[dict] = ()) -> Report:
     main = {(s["variant"], s["suite"]): s for s in scores if s["grader"] == DEFAULT_GRADER}
     variants = _ordered({v for v, _ in main}, VARIANTS)
     suites = _ordered({s for _, s in main}, SUITES)
@@ -59,6 +59,14 @@ def build_report(scores: list[dict]) -> Report:
     md += _table(["variant", "in_distribution", "perturbed", "drop"],
                  [[v, acc(v, IN_DISTRIBUTION), acc(v, PERTURBED), acc(v, IN_DISTRIBUTION) - acc(v, PERTURBED)]
                   for v in variants]) + [""]
+    if perturbation_drops:
+        md += ["Paired by kind (each twin against its own original, so item difficulty cancels out):", ""]
+        md += _table(["variant", "perturbation", "pairs", "original", "perturbed", "drop"],
+                     [[d["variant"], d["perturbation"], d["pairs"], d["original_pass_at_1"],
+                       d["perturbed_pass_at_1"], d["drop"]]
+                      for d in sorted(perturbation_drops, key=lambda d: (VARIANTS.index(d["variant"])
+                                      if d["variant"] in VARIANTS else len(VARIANTS), d["perturbation"]))])
+        md += [""]
 
     md += ["## Domain-shift gap (in-distribution − domain shift)", ""]
     md += _table(["variant", "in_distribution", "domain_shift", "gap"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
+from pipelines.data.datasets import IN_DISTRIBUTION
 from pipelines.evaluation.graders import grade_all
 from pipelines.evaluation.grading import normalize_number
 from pipelines.evaluation.metrics import majority_answer, pass_at_k
@@ -46,11 +47,9 @@ def score(generations: list[dict], graded: list[dict]) -> list[dict]:
                 samples = sorted(samples, key=lambda r: r["sample_index"])[:n]
                 correct = [bool(verdicts[(s["sample_id"], grader)]["correct"]) for s in samples]
                 c = sum(correct)
+                first.append(item_pass_at_1(samples, correct, method))
                 if method == "cot":
-                    first.append(float(next(ok for ok, s in zip(correct, samples) if s["selected"])))
                     greedy.append(float(correct[0]))  # branch 0 = top-1 first token, then greedy = greedy decoding
-                else:
-                    first.append(c / n)
                 at_k.append(pass_at_k(n, c, n))
                 curve = [total + pass_at_k(n, c, k) for total, k in zip(curve, range(1, n + 1))]
                 answers = [verdicts[(s["sample_id"], grader)]["extracted"] for s in samples]
@@ -68,3 +67,37 @@ def score(generations: list[dict], graded: list[dict]) -> list[dict]:
                 "samples_per_second": len(rows) / max(1e-9, sum(r["seconds"] for r in rows)),
             })
     return scores
+
+
+def item_pass_at_1(samples: list[dict], correct: list[bool], method: str) -> float:
+    """One item's pass@1: the confidence-selected branch for CoT decoding, else the mean over samples."""
+    if method == "cot":
+        return float(next(ok for ok, sample in zip(correct, samples) if sample["selected"]))
+    return sum(correct) / len(correct)
+
+
+def perturbation_drops(generations: list[dict], graded: list[dict], suite_rows: list[dict],
+                       grader: str = DEFAULT_GRADER) -> list[dict]:
+    """Paired accuracy drop per (variant, perturbation kind): each twin against its own original.
+
+    Pairing removes item difficulty from the comparison: the drop is what the rewording alone cost.
+    """
+    verdicts = {g["sample_id"]: bool(g["correct"]) for g in graded if g["grader"] == grader}
+    twins = {(r["suite"], r["problem_id"]): r for r in suite_rows if r.get("perturbation")}
+    per_item: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for row in generations:
+        per_item[(row["variant"], row["suite"], row["problem_id"])].append(row)
+    accuracy = {key: item_pass_at_1(samples, [verdicts[s["sample_id"]] for s in samples],
+                                    json.loads(samples[0]["decoding"])["method"])
+                for key, samples in per_item.items()}
+    pairs: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for (variant, suite, problem_id), perturbed in accuracy.items():
+        twin = twins.get((suite, problem_id))
+        original = accuracy.get((variant, IN_DISTRIBUTION, twin["original_problem_id"])) if twin else None
+        if original is not None:
+            pairs[(variant, twin["perturbation"])].append((original, perturbed))
+    return [{"variant": variant, "perturbation": kind, "grader": grader, "pairs": len(values),
+             "original_pass_at_1": sum(o for o, _ in values) / len(values),
+             "perturbed_pass_at_1": sum(p for _, p in values) / len(values),
+             "drop": sum(o - p for o, p in values) / len(values)}
+            for (variant, kind), values in sorted(pairs.items())]

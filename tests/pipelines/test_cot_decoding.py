@@ -64,6 +64,15 @@ def test_branches_follow_the_first_step_distribution_and_the_confident_answer_wi
     assert all(b.output_tokens == 3 for b in result.branches)
 
 
+def test_a_stop_string_cuts_a_branch_before_its_answer_is_read():
+    # "b 8" stopped at " 8": that branch has no answer any more, so the next most confident one wins
+    result = cot_decode(ScriptedLM(), CharTokenizer(), "Q", top_k=3, max_new_tokens=6, stop_ids=[EOS],
+                        stop_strings=(" 8",))
+    assert [b.text for b in result.branches] == ["a 5", "b", "c 9"]
+    assert result.branches[1].answer is None and result.branches[1].confidence == 0.0
+    assert result.selected.answer == "9"
+
+
 def test_a_branch_without_an_answer_has_zero_confidence():
     result = cot_decode(ScriptedLM(), CharTokenizer(), "Q", top_k=4, max_new_tokens=6, stop_ids=[EOS])
     unanswered = [b for b in result.branches if b.answer is None]

@@ -1,7 +1,7 @@
 import json
 
 from pipelines.evaluation.reporting import SECTIONS, build_report
-from pipelines.evaluation.scoring import grade_generations, score
+from pipelines.evaluation.scoring import grade_generations, perturbation_drops, score
 
 
 def _row(variant, suite, problem, index, output, gold, method, selected=False):
@@ -51,3 +51,21 @@ def test_report_has_every_section_tables_and_plots():
     assert "<h2>Grader dependence" in report.html and "| base | 0.500 | 0.500 |" in report.markdown
     assert set(report.plots) == {"accuracy_by_variant_suite.png", "pass_at_k_curves.png", "tokens_vs_accuracy.png"}
     assert all(png.startswith(b"\x89PNG") for png in report.plots.values())
+
+
+def test_perturbation_drop_is_paired_per_kind_and_reported():
+    generations = _generations()
+    for row in generations:  # reasoning gets p2's twin wrong on one of two samples
+        if (row["variant"], row["suite"], row["problem_id"], row["sample_index"]) == ("reasoning", "perturbed", "p2", 0):
+            row["output"] = "<think>x</think>7"
+    suites = [{"suite": "perturbed", "problem_id": "p1", "original_problem_id": "p1", "perturbation": "order"},
+              {"suite": "perturbed", "problem_id": "p2", "original_problem_id": "p2", "perturbation": "numbers"},
+              {"suite": "in_distribution", "problem_id": "p1", "original_problem_id": None, "perturbation": None}]
+    graded = grade_generations(generations, workers=1)
+    drops = {(d["variant"], d["perturbation"]): d for d in perturbation_drops(generations, graded, suites)}
+    assert set(drops) == {(v, k) for v in ("base", "reasoning") for k in ("order", "numbers")}
+    assert drops[("reasoning", "numbers")]["original_pass_at_1"] == 1.0
+    assert drops[("reasoning", "numbers")]["drop"] == 0.5 and drops[("reasoning", "numbers")]["pairs"] == 1
+    assert drops[("reasoning", "order")]["drop"] == 0.0 and drops[("base", "numbers")]["drop"] == 0.0
+    report = build_report(score(generations, graded), perturbation_drops(generations, graded, suites))
+    assert "| reasoning | numbers | 1 | 1.000 | 0.500 | 0.500 |" in report.markdown
