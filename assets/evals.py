@@ -1,4 +1,8 @@
-"""[evals] Generations per variant (stored once), grading + metrics, and the paper-style report."""
+"""[evals] Generations per variant (stored once), grading + metrics, and the paper-style report.
+
+Each output carries a content fingerprint (checkpoint, suites, decoding, code); re-materializing with
+the same inputs reuses the stored rows instead of regenerating or re-grading.
+"""
 
 import json
 from dataclasses import asdict
@@ -11,11 +15,30 @@ from assets.datasets import eval_suites
 from pipelines.evaluation.decoding import generate_samples
 from pipelines.evaluation.prompts import BASE, INSTRUCT, REASONING
 from pipelines.evaluation.reporting import build_report, embed_png
-from pipelines.evaluation.scoring import DEFAULT_GRADER, grade_generations, score
+from pipelines.evaluation.scoring import DEFAULT_GRADER, grade_generations, perturbation_drops, score
+from pipelines.evaluation.versioning import generation_fingerprint, scores_fingerprint, suites_fingerprint
 from pipelines.profiles import with_overrides
 from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking
 
 GENERATIONS_TABLE = "eval_generations"
+SCORES_TABLE = "eval_scores"
+PERTURBATION_TABLE = "eval_perturbation_drops"
+
+
+def _stored_fingerprints(duckdb: DuckDBStore, table: str, column: str, where: str = "", parameters=()) -> set:
+    if table not in duckdb.tables():
+        return set()
+    columns = {r["name"] for r in duckdb.query(f"SELECT column_name AS name FROM information_schema.columns "
+                                                f"WHERE table_name = ?", [table])}
+    if column not in columns:
+        return {None}
+    return {r["f"] for r in duckdb.query(f'SELECT DISTINCT "{column}" AS f FROM "{table}" {where}', list(parameters))}
+
+
+def _reused(context, what: str, fingerprint: str, metadata: dict) -> dg.MaterializeResult:
+    context.log.info(f"{what}: inputs, config and code unchanged (fingerprint {fingerprint}); reusing stored rows")
+    return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint),
+                                metadata={"reused": True, "fingerprint": fingerprint, **metadata})
 
 
 class EvalConfig(dg.Config):
@@ -27,6 +50,8 @@ class EvalConfig(dg.Config):
     max_new_tokens: int | None = None
     batch_size: int | None = None
     seed: int | None = None
+    stop_strings: list[str] | None = Field(default=None, description="cut outputs at these strings")
+    backend: str | None = Field(default=None, description="hf | vllm (vllm: GPU, sampling/greedy only)")
 
 
 def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.AssetsDefinition:
@@ -39,14 +64,20 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
         decoding = with_overrides(profile.settings().eval.decoding_for(variant), config.model_dump())
         model_dir = checkpoints.current(checkpoint_name)
         suites = duckdb.rows("eval_suites")
+        fingerprint = generation_fingerprint(variant, model_dir.name, suites_fingerprint(suites), decoding.describe())
+        if _stored_fingerprints(duckdb, GENERATIONS_TABLE, "eval_fingerprint", "WHERE variant = ?", [variant]) \
+                == {fingerprint}:
+            return _reused(context, f"eval_{variant}", fingerprint, {"model_version": model_dir.name})
         with mlflow.start_run(run_name=f"eval_{variant}", tags=mlflow.dagster_tags(context)) as run:
             run.log_params({"variant": variant, "checkpoint": str(model_dir), **asdict(decoding)})
-            rows = generate_samples(variant, model_dir, suites, decoding, model_version=model_dir.name)
+            rows = [{**row, "eval_fingerprint": fingerprint}
+                    for row in generate_samples(variant, model_dir, suites, decoding, model_version=model_dir.name)]
             seconds = sum(r["seconds"] for r in rows)
             run.log_metrics({"samples": len(rows), "samples_per_second": len(rows) / seconds})
             run.log_text("\n".join(json.dumps(r, default=str) for r in rows), "samples.jsonl")
         duckdb.replace_rows(GENERATIONS_TABLE, rows, "variant", variant)
-        return dg.MaterializeResult(metadata={
+        return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+            "reused": False, "fingerprint": fingerprint,
             "dagster/row_count": len(rows), "decoding": dg.MetadataValue.json(asdict(decoding)),
             "generation_seconds": round(seconds, 2), "samples_per_second": round(len(rows) / seconds, 2),
             "model_version": model_dir.name, "samples": preview(rows, ["suite", "sample_index", "output", "gold"]),
@@ -66,16 +97,25 @@ eval_reasoning = build_eval_asset(REASONING, reasoning_checkpoint)
 @dg.asset(group_name="evals", deps=[eval_base, eval_instruct, eval_reasoning], kinds={"duckdb", "mlflow"})
 def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: MLflowTracking,
                 profile: LineageProfile) -> dg.MaterializeResult:
-    """Every grader on the stored generations, then pass@1, pass@k, maj@k and token costs."""
+    """Every grader on the stored generations, then pass@1, pass@k, maj@k, token costs and the paired
+    perturbation drops."""
+    fingerprint = scores_fingerprint(_stored_fingerprints(duckdb, GENERATIONS_TABLE, "eval_fingerprint"))
+    if _stored_fingerprints(duckdb, SCORES_TABLE, "scores_fingerprint") == {fingerprint} \
+            and PERTURBATION_TABLE in duckdb.tables():
+        return _reused(context, "eval_scores", fingerprint, {})
     generations = duckdb.rows(GENERATIONS_TABLE)
     graded = grade_generations(generations, workers=profile.settings().eval.grading_workers)
-    scores = score(generations, graded)
+    scores = [{**row, "scores_fingerprint": fingerprint} for row in score(generations, graded)]
+    drops = perturbation_drops(generations, graded, duckdb.rows("eval_suites"))
     duckdb.replace_table("eval_grades", graded)
-    duckdb.replace_table("eval_scores", scores)
+    duckdb.replace_table(PERTURBATION_TABLE, drops, columns=["variant", "perturbation", "grader", "pairs",
+                                                             "original_pass_at_1", "perturbed_pass_at_1", "drop"])
+    duckdb.replace_table(SCORES_TABLE, scores)
     with mlflow.start_run(run_name="eval_scores", tags=mlflow.dagster_tags(context)) as run:
         run.log_metrics({f"{s['variant']}/{s['suite']}/{s['grader']}/pass_at_1": s["pass_at_1"] for s in scores})
     main = [s for s in scores if s["grader"] == DEFAULT_GRADER]
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+        "reused": False, "fingerprint": fingerprint,
         "dagster/row_count": len(scores), "graded_samples": len(graded),
         **{f"pass_at_1/{s['variant']}/{s['suite']}": s["pass_at_1"] for s in main},
         **mlflow_metadata(run),
@@ -85,9 +125,17 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
 @dg.asset(group_name="evals", deps=[eval_scores], kinds={"duckdb", "mlflow"})
 def eval_report(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoints: CheckpointStore,
                 mlflow: MLflowTracking) -> dg.MaterializeResult:
-    """Markdown + HTML report with the paper's tables and plots; in Dagster and as MLflow artifacts."""
-    report = build_report(duckdb.rows("eval_scores"))
-    with checkpoints.publish("eval_report", version=context.run.run_id) as staging:
+    """Markdown + HTML report with the paper's tables and plots; in Dagster and as MLflow artifacts.
+    Published as a version named by the scores' fingerprint, so unchanged scores reuse it."""
+    scores = duckdb.rows(SCORES_TABLE)
+    fingerprint = scores[0]["scores_fingerprint"]  # one per scores table: the report is a function of it
+    if checkpoints.has_current("eval_report") and checkpoints.current("eval_report").name == fingerprint:
+        published = checkpoints.current("eval_report")
+        return _reused(context, "eval_report", fingerprint, {
+            "report": dg.MetadataValue.md((published / "report.md").read_text()),
+            "report_html": dg.MetadataValue.path(str(published / "report.html"))})
+    report = build_report(scores, duckdb.rows(PERTURBATION_TABLE))
+    with checkpoints.publish("eval_report", version=fingerprint) as staging:
         (staging / "report.md").write_text(report.markdown)
         (staging / "report.html").write_text(report.html)
         for name, png in report.plots.items():
@@ -97,7 +145,8 @@ def eval_report(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoi
         for path in sorted(published.iterdir()):
             run.log_artifact(path)
     plots = "\n\n".join(embed_png(png, name) for name, png in report.plots.items())
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+        "reused": False, "fingerprint": fingerprint,
         "report": dg.MetadataValue.md(report.markdown + "\n\n" + plots),
         "report_html": dg.MetadataValue.path(str(published / "report.html")),
         **mlflow_metadata(run),

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dagster as dg  # noqa: E402
 
-from assets import checkpoints, datasets, evals, raw  # noqa: E402
+from assets import checkpoints, datasets, evals, promotion, raw  # noqa: E402
 from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking, TrainingLauncher  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def default_resources(home: Path | None = None, profile: str | None = None,
     }
 
 
-LINEAGE_MODULES = (raw, datasets, checkpoints, evals)
+LINEAGE_MODULES = (raw, datasets, checkpoints, evals, promotion)
 all_assets = dg.load_assets_from_modules(LINEAGE_MODULES)
 all_checks = dg.load_asset_checks_from_modules(LINEAGE_MODULES)
 

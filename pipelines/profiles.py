@@ -41,6 +41,7 @@ class EvalSettings:
     grading_workers: int = 2  # math-verify processes
     base_stop_strings: tuple[str, ...] = ("\nQuestion:",)  # a base model goes on to write the next question
     chat_backend: str = "hf"  # generation engine for the sampled (chat) variants: hf | vllm
+    gate_tolerance: float = 0.02  # champion gating: the largest pass@1 drop per suite still accepted
 
     def decoding_for(self, variant: str) -> Decoding:
         if variant == "base":

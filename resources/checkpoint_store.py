@@ -36,6 +36,9 @@ class CheckpointStore(dg.ConfigurableResource):
                                      f"materialize the '{name}' asset first")
         return link.resolve()
 
+    def has_current(self, name: str) -> bool:
+        return (Path(self.root) / name / CURRENT).exists()
+
     @contextmanager
     def publish(self, name: str, version: str) -> Iterator[Path]:
         """Yield a staging dir to write into; on success it becomes the current ``name`` checkpoint."""

@@ -68,6 +68,10 @@ class DuckDBStore(dg.ConfigurableResource):
             connection.register("incoming", frame)
             connection.execute("BEGIN TRANSACTION")
             connection.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM incoming LIMIT 0')
+            existing = {r[0] for r in connection.execute(f'DESCRIBE "{table}"').fetchall()}
+            for name, column_type, *_ in connection.execute("DESCRIBE SELECT * FROM incoming").fetchall():
+                if name not in existing:  # a newer writer added a column: older slices read NULL
+                    connection.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {column_type}')
             connection.execute(f'DELETE FROM "{table}" WHERE "{where_column}" = ?', [where_value])
             connection.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM incoming')
             connection.execute("COMMIT")

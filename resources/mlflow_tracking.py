@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from pipelines.registry import ModelRegistry
 from pipelines.tracking import RunLogger, locked, make_client, sqlite_path
 
 
@@ -36,6 +37,8 @@ class MLflowTracking(dg.ConfigurableResource):
     artifact_root: str | None = Field(default=None, description="Artifact location for a new experiment "
                                       "on a SQLite store; a tracking server chooses its own.")
     ui_url: str = Field(default="http://127.0.0.1:5000", description="MLflow UI base, for run links.")
+    registered_model_prefix: str = Field(default="llm-lineage", description="Registered models are "
+                                         "named <prefix>-instruct and <prefix>-reasoning.")
 
     def client(self):
         return make_client(self.tracking_uri)
@@ -65,6 +68,9 @@ class MLflowTracking(dg.ConfigurableResource):
             locked(self.tracking_uri, lambda: client.set_terminated(tracked.run_id, "FAILED"))
             raise
         locked(self.tracking_uri, lambda: client.set_terminated(tracked.run_id, "FINISHED"))
+
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.tracking_uri)
 
     def runs(self, filter_string: str = "") -> list:
         """Runs of this experiment (used by audits and tests)."""

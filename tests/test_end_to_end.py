@@ -14,7 +14,8 @@ from pipelines.profiles import SMOKE
 
 CHECKPOINTS = ("base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint")
 EVALS = ("eval_base", "eval_instruct", "eval_reasoning")
-TRAINED_AND_EVALUATED = {"tokenizer", *CHECKPOINTS, *EVALS, "eval_scores", "eval_report"}
+CANDIDATES = ("instruct_candidate", "reasoning_candidate")
+TRAINED_AND_EVALUATED = {"tokenizer", *CHECKPOINTS, *EVALS, "eval_scores", "eval_report", *CANDIDATES}
 VARIANTS = ("base", "instruct", "reasoning")
 SUITES = ("in_distribution", "perturbed", "domain_shift")
 GRADERS = ("exact", "flexible", "math_verify", "strict")
@@ -36,7 +37,33 @@ def test_every_asset_materializes_and_checks_pass(lineage):
     materialized = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
     expected = {key.to_user_string() for a in all_assets for key in a.keys}
     assert materialized == expected
-    assert [e.passed for e in result.get_asset_check_evaluations()] == [True]
+    checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {("eval_suites", "eval_suites_disjoint_from_training"): True,
+                      ("instruct_candidate", "no_regression_vs_champion"): True,  # first champion
+                      ("reasoning_candidate", "no_regression_vs_champion"): True}
+
+
+def test_instruct_and_reasoning_are_registered_and_promoted(lineage):
+    _, resources = lineage
+    registry = resources["mlflow"].registry()
+    for variant in ("instruct", "reasoning"):
+        champion = registry.champion(f"llm-lineage-{variant}")
+        assert champion is not None and champion.checkpoint_version == \
+            resources["checkpoints"].current(f"{variant}_checkpoint").name
+        assert set(champion.scores) == set(SUITES) and champion.tags["gate_passed_against"] == "none"
+
+
+def test_rematerializing_with_nothing_changed_reuses_every_eval_output(lineage):
+    result, resources = lineage
+    definitions = dg.Definitions(assets=all_assets, asset_checks=all_checks, resources=resources)
+    again = definitions.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=dg.DagsterInstance.ephemeral())
+    assert again.success
+    for name in (*CHECKPOINTS, *EVALS, "eval_scores", "eval_report"):
+        assert again.asset_materializations_for_node(name)[0].metadata["reused"].value is True, name
+    new_runs = resources["mlflow"].runs(f"tags.`dagster.run_id` = '{again.run_id}'")
+    assert not new_runs  # nothing retrained, regenerated, re-graded or re-registered
+    assert resources["mlflow"].registry().champion("llm-lineage-instruct").version == "1"
 
 
 def test_every_checkpoint_directory_loads_with_transformers(lineage):
@@ -59,6 +86,11 @@ def test_duckdb_tables_have_the_expected_rows(lineage):
         assert duckdb.count(table) == train, table
     suites = {r["suite"]: r["n"] for r in duckdb.query("SELECT suite, count(*) AS n FROM eval_suites GROUP BY 1")}
     assert suites == {name: SMOKE.data.eval_suite_size for name in ("in_distribution", "perturbed", "domain_shift")}
+    kinds = duckdb.query("SELECT perturbation, count(*) AS n FROM eval_suites WHERE suite = 'perturbed' GROUP BY 1")
+    assert {r["perturbation"] for r in kinds} == {"numbers", "order", "distractor"}
+    drops = duckdb.rows("eval_perturbation_drops")
+    assert {(r["variant"], r["perturbation"]) for r in drops} == {
+        (v, k) for v in VARIANTS for k in ("numbers", "order", "distractor")}
     per_variant = duckdb.query("SELECT variant, count(*) AS n FROM eval_generations GROUP BY 1 ORDER BY 1")
     samples = {"base": SMOKE.eval.base_branches, "instruct": SMOKE.eval.instruct_samples,
                "reasoning": SMOKE.eval.reasoning_samples}

@@ -58,6 +58,7 @@ def score(generations: list[dict], graded: list[dict]) -> list[dict]:
             items = len(per_item)
             scores.append({
                 "variant": variant, "suite": suite, "grader": grader, "decoding": method, "items": items, "k": n,
+                "model_version": rows[0].get("model_version"),
                 "pass_at_1": sum(first) / items, "pass_at_k": sum(at_k) / items, "maj_at_k": sum(majority) / items,
                 "greedy_pass_at_1": sum(greedy) / items if greedy else None,
                 "pass_at_k_curve": json.dumps([round(v / items, 4) for v in curve]),

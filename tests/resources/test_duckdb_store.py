@@ -14,6 +14,14 @@ def test_replace_table_and_slices(tmp_path):
     assert store.count("t") == 1
 
 
+def test_a_slice_with_a_new_column_widens_the_table(tmp_path):
+    store = DuckDBStore(path=str(tmp_path / "lineage.duckdb"))
+    store.replace_table("t", [{"variant": "a", "x": 1}, {"variant": "b", "x": 2}])
+    store.replace_rows("t", [{"variant": "a", "x": 10, "fingerprint": "f1"}], "variant", "a")
+    rows = {r["variant"]: r for r in store.rows("t")}
+    assert rows["a"]["fingerprint"] == "f1" and rows["b"]["fingerprint"] is None and rows["b"]["x"] == 2
+
+
 def test_empty_table_needs_columns(tmp_path):
     store = DuckDBStore(path=str(tmp_path / "lineage.duckdb"))
     store.replace_table("empty", [], columns=["file", "line"])

@@ -1,0 +1,32 @@
+"""Content fingerprints of evaluation outputs, so unchanged inputs never regenerate or re-grade.
+
+A generation set is determined by the checkpoint version, the suite items, the decoding config and the
+evaluation code; scores by the generation sets they grade and the grading code. Bump the code versions
+when generation or grading changes what it produces for the same inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+
+GENERATION_CODE_VERSION = "generation-v2"
+GRADING_CODE_VERSION = "grading-v2"
+
+
+def _digest(content) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def suites_fingerprint(suite_rows: Iterable[dict]) -> str:
+    """Identifies the eval items (not their order): equal fingerprints mean comparable scores."""
+    return _digest(sorted((r["suite"], r["problem_id"], r["question"], str(r["answer"])) for r in suite_rows))
+
+
+def generation_fingerprint(variant: str, model_version: str, suites: str, decoding: str) -> str:
+    return _digest([variant, model_version, suites, decoding, GENERATION_CODE_VERSION])
+
+
+def scores_fingerprint(generation_fingerprints: Iterable[str]) -> str:
+    return _digest([sorted(set(generation_fingerprints)), GRADING_CODE_VERSION])

@@ -1,0 +1,99 @@
+"""Register a checkpoint as a candidate, gate it against the champion, promote it: the steps behind
+the ``<variant>_candidate`` / ``<variant>_champion`` assets and their blocking check."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.evaluation.gating import GateSettings, GateVerdict, gate, suite_scores
+from pipelines.evaluation.versioning import suites_fingerprint
+from pipelines.registry import GATE_TAG, ModelRegistry, RegisteredVersion
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    verdict: GateVerdict
+    candidate: RegisteredVersion
+    champion: RegisteredVersion | None
+    champion_reevaluated: bool
+
+
+def candidate_scores(score_rows: list[dict], variant: str, checkpoint_version: str, grader: str) -> dict[str, float]:
+    """The variant's pass@1 per suite, refusing scores that belong to another checkpoint."""
+    versions = {r["model_version"] for r in score_rows if r["variant"] == variant}
+    if versions and versions != {checkpoint_version}:
+        raise ValueError(f"eval_scores for '{variant}' are for checkpoint {sorted(versions)}, not the current "
+                         f"{checkpoint_version}: re-materialize eval_{variant} and eval_scores first")
+    return suite_scores(score_rows, variant, grader)
+
+
+def register_candidate(registry: ModelRegistry, name: str, variant: str, checkpoint_dir: Path,
+                       score_rows: list[dict], suite_rows: list[dict], grader: str,
+                       open_run: Callable[[], AbstractContextManager]) -> RegisteredVersion:
+    """The checkpoint as a model version (logged into a new run only the first time), with its scores."""
+    checkpoint_version = checkpoint_dir.name
+    scores = candidate_scores(score_rows, variant, checkpoint_version, grader)
+    version = registry.find(name, checkpoint_version)
+    if version is None:
+        with open_run() as run:
+            version = registry.register(name, checkpoint_dir, run.run_id, checkpoint_version,
+                                        tags={"variant": variant})
+    return registry.record_scores(version, suites_fingerprint(suite_rows), scores)
+
+
+def find_candidate(registry: ModelRegistry, name: str, checkpoint_dir: Path) -> RegisteredVersion:
+    version = registry.find(name, checkpoint_dir.name)
+    if version is None:
+        raise LookupError(f"checkpoint {checkpoint_dir.name} is not registered as '{name}': "
+                          f"materialize its candidate asset first")
+    return version
+
+
+def check_candidate(registry: ModelRegistry, name: str, checkpoint_dir: Path, suite_rows: list[dict],
+                    settings: GateSettings,
+                    evaluate: Callable[[Path, str], dict[str, float]]) -> GateOutcome:
+    """Gate the registered candidate against the champion on the current suites.
+
+    ``evaluate(model_dir, model_version)`` scores a checkpoint on the current suites; it is called
+    only when the champion's recorded scores are for other suites.
+    """
+    candidate = find_candidate(registry, name, checkpoint_dir)
+    fingerprint = suites_fingerprint(suite_rows)
+    if candidate.suites_fingerprint != fingerprint or candidate.scores is None:
+        raise ValueError(f"candidate {name} v{candidate.version} was scored on other suites: "
+                         f"re-materialize its candidate asset")
+    champion = registry.champion(name)
+    reevaluated = False
+    if champion is not None and champion.version != candidate.version and champion.suites_fingerprint != fingerprint:
+        with tempfile.TemporaryDirectory(prefix="champion-") as scratch:
+            champion_dir = registry.download(champion, Path(scratch))
+            champion = registry.record_scores(champion, fingerprint,
+                                              evaluate(champion_dir, champion.checkpoint_version))
+        reevaluated = True
+    if champion is not None and champion.version == candidate.version:
+        verdict = GateVerdict(True, f"v{candidate.version} is already the champion", [])
+    else:
+        verdict = gate(candidate.scores, champion.scores if champion else None, settings.tolerance)
+    if verdict.passed:  # promotion checks this, so the alias can only move after a passing gate
+        candidate = registry.set_tags(candidate, {GATE_TAG: champion.version if champion else "none"})
+    return GateOutcome(verdict, candidate, champion, reevaluated)
+
+
+def promote_candidate(registry: ModelRegistry, name: str, checkpoint_dir: Path) -> tuple[RegisteredVersion,
+                                                                                          RegisteredVersion | None]:
+    """Move the champion alias to the candidate; returns (new champion, previous champion)."""
+    candidate = find_candidate(registry, name, checkpoint_dir)
+    previous = registry.champion(name)
+    if previous is not None and previous.version == candidate.version:
+        return candidate, previous
+    gated_against = candidate.tags.get(GATE_TAG)
+    if gated_against != (previous.version if previous else "none"):
+        raise PermissionError(f"{name} v{candidate.version} has not passed the gate against the current champion "
+                              f"({previous.version if previous else 'none'}; gated against {gated_against}): "
+                              f"run its no-regression check first")
+    registry.promote(candidate)
+    return candidate, previous

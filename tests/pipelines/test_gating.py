@@ -1,0 +1,111 @@
+"""Gating rules, and the registry flow against a real MLflow server (register, score, gate, promote)."""
+
+import pytest
+
+from pipelines.evaluation.gating import GateSettings, gate
+from pipelines.evaluation.versioning import suites_fingerprint
+from pipelines.promotion import check_candidate, promote_candidate, register_candidate
+from pipelines.registry import CHECKPOINT_ARTIFACT, ModelRegistry
+from resources import MLflowTracking
+
+SUITES = [{"suite": s, "problem_id": f"{s}-{i}", "question": f"q{i}", "answer": str(i)}
+          for s in ("in_distribution", "perturbed") for i in range(3)]
+
+
+def test_first_candidate_always_passes():
+    verdict = gate({"in_distribution": 0.0}, None, tolerance=0.02)
+    assert verdict.passed and "first candidate" in verdict.reason
+
+
+def test_a_drop_beyond_tolerance_on_any_suite_fails_and_names_it():
+    champion = {"in_distribution": 0.50, "perturbed": 0.40}
+    assert gate({"in_distribution": 0.49, "perturbed": 0.41}, champion, tolerance=0.02).passed
+    verdict = gate({"in_distribution": 0.60, "perturbed": 0.30}, champion, tolerance=0.02)
+    assert not verdict.passed and "perturbed" in verdict.reason and "in_distribution" not in verdict.reason
+    assert [r["regressed"] for r in verdict.rows] == [False, True]
+    assert "| perturbed | 0.400 | 0.300 | -0.100 | yes |" in verdict.markdown()
+
+
+def test_gate_needs_the_champions_suites_and_a_sane_tolerance():
+    assert not gate({"in_distribution": 0.9}, {"in_distribution": 0.5, "perturbed": 0.5}, 0.02).passed
+    with pytest.raises(ValueError, match="tolerance"):
+        gate({}, None, tolerance=-0.1)
+
+
+def test_suites_fingerprint_ignores_order_and_sees_content():
+    assert suites_fingerprint(SUITES) == suites_fingerprint(list(reversed(SUITES)))
+    changed = [dict(SUITES[0], answer="99"), *SUITES[1:]]
+    assert suites_fingerprint(changed) != suites_fingerprint(SUITES)
+
+
+def _scores(variant, version, values):
+    return [{"variant": variant, "suite": suite, "grader": "exact", "pass_at_1": value, "model_version": version}
+            for suite, value in values.items()]
+
+
+def _checkpoint(tmp_path, version, weights=b"w"):
+    directory = tmp_path / "versions" / version
+    directory.mkdir(parents=True)
+    (directory / "model.safetensors").write_bytes(weights)
+    return directory
+
+
+def test_register_gate_and_promote_through_a_real_registry(tmp_path, mlflow_server):
+    tracking = MLflowTracking(tracking_uri=mlflow_server, experiment_name="gating-test")
+    registry, name = ModelRegistry(mlflow_server), "gating-test-instruct"
+    settings = GateSettings(tolerance=0.05)
+    opened = []
+
+    def open_run():
+        opened.append(1)
+        return tracking.start_run("candidate")
+
+    good = _checkpoint(tmp_path, "aaa111", b"good")
+    first = register_candidate(registry, name, "instruct", good, _scores("instruct", "aaa111",
+                               {"in_distribution": 0.6, "perturbed": 0.5}), SUITES, "exact", open_run)
+    again = register_candidate(registry, name, "instruct", good, _scores("instruct", "aaa111",
+                               {"in_distribution": 0.6, "perturbed": 0.5}), SUITES, "exact", open_run)
+    assert first.version == again.version and len(opened) == 1  # idempotent: one version, one run
+    assert first.scores == {"in_distribution": 0.6, "perturbed": 0.5}
+    never_called = lambda *_: pytest.fail("the champion needs no re-evaluation")  # noqa: E731
+
+    with pytest.raises(PermissionError, match="has not passed the gate"):
+        promote_candidate(registry, name, good)
+    outcome = check_candidate(registry, name, good, SUITES, settings, never_called)
+    assert outcome.verdict.passed and outcome.champion is None
+    assert promote_candidate(registry, name, good)[0].version == first.version
+    assert registry.champion(name).version == first.version
+
+    worse = _checkpoint(tmp_path, "bbb222", b"worse")
+    register_candidate(registry, name, "instruct", worse, _scores("instruct", "bbb222",
+                       {"in_distribution": 0.2, "perturbed": 0.5}), SUITES, "exact", open_run)
+    outcome = check_candidate(registry, name, worse, SUITES, settings, never_called)
+    assert not outcome.verdict.passed and "in_distribution" in outcome.verdict.reason
+    with pytest.raises(PermissionError):
+        promote_candidate(registry, name, worse)
+    assert registry.champion(name).version == first.version  # the alias did not move
+
+    # New suites: the champion's recorded scores no longer apply, so it is evaluated again from the registry.
+    new_suites = SUITES + [{"suite": "perturbed", "problem_id": "extra", "question": "q", "answer": "1"}]
+    register_candidate(registry, name, "instruct", worse, _scores("instruct", "bbb222",
+                       {"in_distribution": 0.55, "perturbed": 0.5}), new_suites, "exact", open_run)
+    seen = []
+
+    def evaluate(model_dir, model_version):
+        seen.append(((model_dir / "model.safetensors").read_bytes(), model_version))
+        return {"in_distribution": 0.58, "perturbed": 0.45}
+
+    outcome = check_candidate(registry, name, worse, new_suites, settings, evaluate)
+    assert seen == [(b"good", "aaa111")] and outcome.champion_reevaluated
+    assert outcome.verdict.passed and outcome.champion.scores == {"in_distribution": 0.58, "perturbed": 0.45}
+    promote_candidate(registry, name, worse)
+    assert registry.champion(name).checkpoint_version == "bbb222"
+    files = tracking.client().list_artifacts(registry.champion(name).run_id, CHECKPOINT_ARTIFACT)
+    assert [f.path for f in files] == [f"{CHECKPOINT_ARTIFACT}/model.safetensors"]
+
+
+def test_scores_of_another_checkpoint_are_refused(tmp_path, mlflow_server):
+    registry = ModelRegistry(mlflow_server)
+    with pytest.raises(ValueError, match="re-materialize eval_instruct"):
+        register_candidate(registry, "gating-test-stale", "instruct", _checkpoint(tmp_path, "new"),
+                           _scores("instruct", "old", {"in_distribution": 0.5}), SUITES, "exact", None)
