@@ -7,8 +7,9 @@ from pydantic import Field
 
 from assets._training import (LoraOptions, TrainOverrides, build_checkpoint, combined_fingerprint,
                               input_version, settings_params, train_stages)
-from assets.datasets import preference_dataset, sft_dataset, think_dataset
-from assets.raw import raw_corpus
+from assets._automation import UPSTREAM_DATA_CHANGED
+from assets._lineage import recorded
+from assets.datasets import preference_dataset, raw_corpus, sft_dataset, think_dataset
 from pipelines.data.datasets import direct_answer_pairs
 from pipelines.profiles import with_overrides
 from pipelines.training.job import CODE_VERSION, TrainJob, write_rows
@@ -23,7 +24,8 @@ class TokenizerConfig(dg.Config):
     vocab_size: int | None = None
 
 
-@dg.asset(group_name="checkpoints", deps=[raw_corpus], kinds={"huggingface"})
+@dg.asset(group_name="checkpoints", deps=[raw_corpus], kinds={"huggingface"},
+          automation_condition=UPSTREAM_DATA_CHANGED)
 def tokenizer(context: dg.AssetExecutionContext, config: TokenizerConfig, duckdb: DuckDBStore,
               checkpoints: CheckpointStore, mlflow: MLflowTracking, profile: LineageProfile) -> dg.MaterializeResult:
     """Byte-level BPE (digits split) trained on the pretraining corpus, with a ChatML template."""
@@ -35,8 +37,9 @@ def tokenizer(context: dg.AssetExecutionContext, config: TokenizerConfig, duckdb
         train_tokenizer([row["text"] for row in rows], vocab_size, staging)
         return []  # nothing step-wise to report; the params say what was trained
 
-    return build_checkpoint(context, "tokenizer", fingerprint, {"vocab_size": vocab_size, "documents": len(rows)},
-                            build, checkpoints, mlflow)
+    return recorded(context, duckdb, build_checkpoint(
+        context, "tokenizer", fingerprint, {"vocab_size": vocab_size, "documents": len(rows)}, build, checkpoints,
+        mlflow), config)
 
 
 class BaseConfig(TrainOverrides):
@@ -46,7 +49,8 @@ class BaseConfig(TrainOverrides):
                                     "Off unless you trust its source.")
 
 
-@dg.asset(group_name="checkpoints", deps=[tokenizer, raw_corpus], kinds={"pytorch", "mlflow"}, pool=TRAINING_POOL)
+@dg.asset(group_name="checkpoints", deps=[tokenizer, raw_corpus], kinds={"pytorch", "mlflow"}, pool=TRAINING_POOL,
+          automation_condition=UPSTREAM_DATA_CHANGED)
 def base_checkpoint(context: dg.AssetExecutionContext, config: BaseConfig, duckdb: DuckDBStore,
                     checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
                     profile: LineageProfile) -> dg.MaterializeResult:
@@ -55,10 +59,10 @@ def base_checkpoint(context: dg.AssetExecutionContext, config: BaseConfig, duckd
         if config.trust_remote_code:
             context.log.warning(f"trust_remote_code enabled for {config.base_model}")
         params = {"base_model": config.base_model, "trust_remote_code": config.trust_remote_code}
-        return build_checkpoint(
+        return recorded(context, duckdb, build_checkpoint(
             context, "base_checkpoint", combined_fingerprint([config.base_model, CODE_VERSION]), params,
             lambda staging, run: [import_base(config.base_model, staging, config.trust_remote_code)],
-            checkpoints, mlflow)
+            checkpoints, mlflow), config)
     settings = profile.settings()
     train_settings = with_overrides(settings.pretrain, config.model_dump())
     corpus = write_rows(duckdb.query("SELECT text FROM raw_corpus ORDER BY problem_id"),
@@ -67,8 +71,9 @@ def base_checkpoint(context: dg.AssetExecutionContext, config: BaseConfig, duckd
                    tokenizer_dir=str(checkpoints.current("tokenizer")), model_shape=settings.model,
                    save_steps=settings.save_steps, metric_prefix="pretrain/",
                    input_versions={"tokenizer": input_version(checkpoints, "tokenizer")})
-    return train_stages(context, "base_checkpoint", None, [job], checkpoints, mlflow, launcher,
-                        settings_params(pretrain=train_settings, model=settings.model))
+    return recorded(context, duckdb, train_stages(
+        context, "base_checkpoint", None, [job], checkpoints, mlflow, launcher,
+        settings_params(pretrain=train_settings, model=settings.model)), config)
 
 
 class InstructConfig(dg.Config):
@@ -82,7 +87,8 @@ class InstructConfig(dg.Config):
 
 
 @dg.asset(group_name="checkpoints", deps=[base_checkpoint, sft_dataset, preference_dataset],
-          kinds={"pytorch", "mlflow"}, pool=TRAINING_POOL)
+          kinds={"pytorch", "mlflow"}, pool=TRAINING_POOL,
+          automation_condition=UPSTREAM_DATA_CHANGED)
 def instruct_checkpoint(context: dg.AssetExecutionContext, config: InstructConfig, duckdb: DuckDBStore,
                         checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
                         profile: LineageProfile) -> dg.MaterializeResult:
@@ -102,8 +108,9 @@ def instruct_checkpoint(context: dg.AssetExecutionContext, config: InstructConfi
                                settings=dpo_settings, beta=config.dpo_beta or settings.dpo_beta,
                                save_steps=settings.save_steps, metric_prefix="dpo/", input_versions=base))
         params |= settings_params(dpo=dpo_settings)
-    return train_stages(context, "instruct_checkpoint", checkpoints.current("base_checkpoint"), stages,
-                        checkpoints, mlflow, launcher, params)
+    return recorded(context, duckdb, train_stages(
+        context, "instruct_checkpoint", checkpoints.current("base_checkpoint"), stages, checkpoints, mlflow,
+        launcher, params), config)
 
 
 class ThinkSftConfig(TrainOverrides):
@@ -112,7 +119,7 @@ class ThinkSftConfig(TrainOverrides):
 
 
 @dg.asset(group_name="checkpoints", deps=[base_checkpoint, think_dataset], kinds={"pytorch", "mlflow"},
-          pool=TRAINING_POOL)
+          pool=TRAINING_POOL, automation_condition=UPSTREAM_DATA_CHANGED)
 def think_sft_checkpoint(context: dg.AssetExecutionContext, config: ThinkSftConfig, duckdb: DuckDBStore,
                          checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
                          profile: LineageProfile) -> dg.MaterializeResult:
@@ -124,8 +131,9 @@ def think_sft_checkpoint(context: dg.AssetExecutionContext, config: ThinkSftConf
                    lora=config.lora.settings(), assistant_only_loss=config.assistant_only_loss,
                    metric_prefix="think_sft/",
                    input_versions={"base_checkpoint": input_version(checkpoints, "base_checkpoint")})
-    return train_stages(context, "think_sft_checkpoint", checkpoints.current("base_checkpoint"), [job],
-                        checkpoints, mlflow, launcher, settings_params(think_sft=sft_settings))
+    return recorded(context, duckdb, train_stages(
+        context, "think_sft_checkpoint", checkpoints.current("base_checkpoint"), [job], checkpoints, mlflow,
+        launcher, settings_params(think_sft=sft_settings)), config)
 
 
 class ReasoningConfig(dg.Config):
@@ -142,7 +150,8 @@ class ReasoningConfig(dg.Config):
 
 
 @dg.asset(group_name="checkpoints", deps=[think_sft_checkpoint, preference_dataset, think_dataset],
-          kinds={"pytorch", "mlflow"}, pool=TRAINING_POOL)
+          kinds={"pytorch", "mlflow"}, pool=TRAINING_POOL,
+          automation_condition=UPSTREAM_DATA_CHANGED)
 def reasoning_checkpoint(context: dg.AssetExecutionContext, config: ReasoningConfig, duckdb: DuckDBStore,
                          checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
                          profile: LineageProfile) -> dg.MaterializeResult:
@@ -168,5 +177,6 @@ def reasoning_checkpoint(context: dg.AssetExecutionContext, config: ReasoningCon
         params |= settings_params(grpo=grpo_settings, grpo_options=options)
     if not stages:
         raise ValueError("reasoning_checkpoint needs at least one stage: enable dpo_enabled or grpo_enabled")
-    return train_stages(context, "reasoning_checkpoint", checkpoints.current("think_sft_checkpoint"), stages,
-                        checkpoints, mlflow, launcher, params)
+    return recorded(context, duckdb, train_stages(
+        context, "reasoning_checkpoint", checkpoints.current("think_sft_checkpoint"), stages, checkpoints, mlflow,
+        launcher, params), config)

@@ -9,6 +9,8 @@ from dataclasses import asdict
 import dagster as dg
 from pydantic import Field
 
+from assets._automation import UPSTREAM_DATA_CHANGED
+from assets._lineage import recorded
 from assets._metadata import mlflow_metadata, preview
 from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint
 from assets.datasets import eval_suites
@@ -58,7 +60,7 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
     checkpoint_name = checkpoint.key.path[-1]
 
     @dg.asset(name=f"eval_{variant}", group_name="evals", deps=[checkpoint, eval_suites],
-              kinds={"pytorch", "duckdb", "mlflow"})
+              kinds={"pytorch", "duckdb", "mlflow"}, automation_condition=UPSTREAM_DATA_CHANGED)
     def _eval(context: dg.AssetExecutionContext, config: EvalConfig, duckdb: DuckDBStore,
               checkpoints: CheckpointStore, mlflow: MLflowTracking, profile: LineageProfile) -> dg.MaterializeResult:
         decoding = with_overrides(profile.settings().eval.decoding_for(variant), config.model_dump())
@@ -67,7 +69,8 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
         fingerprint = generation_fingerprint(variant, model_dir.name, suites_fingerprint(suites), decoding.describe())
         if _stored_fingerprints(duckdb, GENERATIONS_TABLE, "eval_fingerprint", "WHERE variant = ?", [variant]) \
                 == {fingerprint}:
-            return _reused(context, f"eval_{variant}", fingerprint, {"model_version": model_dir.name})
+            return recorded(context, duckdb, _reused(context, f"eval_{variant}", fingerprint,
+                                                     {"model_version": model_dir.name}), config)
         with mlflow.start_run(run_name=f"eval_{variant}", tags=mlflow.dagster_tags(context)) as run:
             run.log_params({"variant": variant, "checkpoint": str(model_dir), **asdict(decoding)})
             rows = [{**row, "eval_fingerprint": fingerprint}
@@ -76,13 +79,13 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
             run.log_metrics({"samples": len(rows), "samples_per_second": len(rows) / seconds})
             run.log_text("\n".join(json.dumps(r, default=str) for r in rows), "samples.jsonl")
         duckdb.replace_rows(GENERATIONS_TABLE, rows, "variant", variant)
-        return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+        return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
             "reused": False, "fingerprint": fingerprint,
             "dagster/row_count": len(rows), "decoding": dg.MetadataValue.json(asdict(decoding)),
             "generation_seconds": round(seconds, 2), "samples_per_second": round(len(rows) / seconds, 2),
             "model_version": model_dir.name, "samples": preview(rows, ["suite", "sample_index", "output", "gold"]),
             **mlflow_metadata(run),
-        })
+        }), config)
 
     _eval.__doc__ = (f"The {variant} checkpoint generating on every eval suite with its fair decoding; "
                      f"one stored row per sample (seed and decoding config recorded).")
@@ -94,7 +97,8 @@ eval_instruct = build_eval_asset(INSTRUCT, instruct_checkpoint)
 eval_reasoning = build_eval_asset(REASONING, reasoning_checkpoint)
 
 
-@dg.asset(group_name="evals", deps=[eval_base, eval_instruct, eval_reasoning], kinds={"duckdb", "mlflow"})
+@dg.asset(group_name="evals", deps=[eval_base, eval_instruct, eval_reasoning], kinds={"duckdb", "mlflow"},
+          automation_condition=UPSTREAM_DATA_CHANGED)
 def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: MLflowTracking,
                 profile: LineageProfile) -> dg.MaterializeResult:
     """Every grader on the stored generations, then pass@1, pass@k, maj@k, token costs and the paired
@@ -102,7 +106,7 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
     fingerprint = scores_fingerprint(_stored_fingerprints(duckdb, GENERATIONS_TABLE, "eval_fingerprint"))
     if _stored_fingerprints(duckdb, SCORES_TABLE, "scores_fingerprint") == {fingerprint} \
             and PERTURBATION_TABLE in duckdb.tables():
-        return _reused(context, "eval_scores", fingerprint, {})
+        return recorded(context, duckdb, _reused(context, "eval_scores", fingerprint, {}))
     generations = duckdb.rows(GENERATIONS_TABLE)
     graded = grade_generations(generations, workers=profile.settings().eval.grading_workers)
     scores = [{**row, "scores_fingerprint": fingerprint} for row in score(generations, graded)]
@@ -114,15 +118,16 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
     with mlflow.start_run(run_name="eval_scores", tags=mlflow.dagster_tags(context)) as run:
         run.log_metrics({f"{s['variant']}/{s['suite']}/{s['grader']}/pass_at_1": s["pass_at_1"] for s in scores})
     main = [s for s in scores if s["grader"] == DEFAULT_GRADER]
-    return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+    return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
         "reused": False, "fingerprint": fingerprint,
         "dagster/row_count": len(scores), "graded_samples": len(graded),
         **{f"pass_at_1/{s['variant']}/{s['suite']}": s["pass_at_1"] for s in main},
         **mlflow_metadata(run),
-    })
+    }))
 
 
-@dg.asset(group_name="evals", deps=[eval_scores], kinds={"duckdb", "mlflow"})
+@dg.asset(group_name="evals", deps=[eval_scores], kinds={"duckdb", "mlflow"},
+          automation_condition=UPSTREAM_DATA_CHANGED)
 def eval_report(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoints: CheckpointStore,
                 mlflow: MLflowTracking) -> dg.MaterializeResult:
     """Markdown + HTML report with the paper's tables and plots; in Dagster and as MLflow artifacts.
@@ -131,9 +136,9 @@ def eval_report(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoi
     fingerprint = scores[0]["scores_fingerprint"]  # one per scores table: the report is a function of it
     if checkpoints.has_current("eval_report") and checkpoints.current("eval_report").name == fingerprint:
         published = checkpoints.current("eval_report")
-        return _reused(context, "eval_report", fingerprint, {
+        return recorded(context, duckdb, _reused(context, "eval_report", fingerprint, {
             "report": dg.MetadataValue.md((published / "report.md").read_text()),
-            "report_html": dg.MetadataValue.path(str(published / "report.html"))})
+            "report_html": dg.MetadataValue.path(str(published / "report.html"))}))
     report = build_report(scores, duckdb.rows(PERTURBATION_TABLE))
     with checkpoints.publish("eval_report", version=fingerprint) as staging:
         (staging / "report.md").write_text(report.markdown)
@@ -145,9 +150,9 @@ def eval_report(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoi
         for path in sorted(published.iterdir()):
             run.log_artifact(path)
     plots = "\n\n".join(embed_png(png, name) for name, png in report.plots.items())
-    return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+    return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
         "reused": False, "fingerprint": fingerprint,
         "report": dg.MetadataValue.md(report.markdown + "\n\n" + plots),
         "report_html": dg.MetadataValue.path(str(published / "report.html")),
         **mlflow_metadata(run),
-    })
+    }))

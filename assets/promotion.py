@@ -8,6 +8,8 @@ moves the alias, and runs only when the check passed (a failed check stops it in
 import dagster as dg
 from pydantic import Field
 
+from assets._automation import UPSTREAM_DATA_CHANGED
+from assets._lineage import recorded
 from assets.checkpoints import instruct_checkpoint, reasoning_checkpoint
 from assets.evals import SCORES_TABLE, eval_scores
 from pipelines.evaluation.gating import GateSettings, evaluate_checkpoint
@@ -25,7 +27,8 @@ class GateConfig(dg.Config):
 def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
     checkpoint_name = checkpoint.key.path[-1]
 
-    @dg.asset(name=f"{variant}_candidate", group_name="evals", deps=[checkpoint, eval_scores], kinds={"mlflow"})
+    @dg.asset(name=f"{variant}_candidate", group_name="evals", deps=[checkpoint, eval_scores], kinds={"mlflow"},
+              automation_condition=UPSTREAM_DATA_CHANGED)
     def _candidate(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoints: CheckpointStore,
                    mlflow: MLflowTracking) -> dg.MaterializeResult:
         name = registered_model_name(mlflow.registered_model_prefix, variant)
@@ -38,11 +41,11 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
         version = register_candidate(mlflow.registry(), name, variant, checkpoints.current(checkpoint_name),
                                      duckdb.rows(SCORES_TABLE), duckdb.rows("eval_suites"),
                                      GateSettings().grader, open_run)
-        return dg.MaterializeResult(data_version=dg.DataVersion(f"{name}/{version.version}"), metadata={
-            "registered_model": name, "model_version": version.version, "model_uri": version.uri,
-            "checkpoint_version": version.checkpoint_version, "suites_fingerprint": version.suites_fingerprint,
-            "scores": dg.MetadataValue.json(version.scores), "newly_registered": bool(runs),
-        })
+        return recorded(context, duckdb, dg.MaterializeResult(
+            data_version=dg.DataVersion(f"{name}/{version.version}"), metadata={
+                "registered_model": name, "model_version": version.version, "model_uri": version.uri,
+                "checkpoint_version": version.checkpoint_version, "suites_fingerprint": version.suites_fingerprint,
+                "scores": dg.MetadataValue.json(version.scores), "newly_registered": bool(runs)}))
 
     @dg.asset_check(asset=_candidate, name="no_regression_vs_champion", blocking=True,
                     description="Same suites, per-suite pass@1 within tolerance of the champion's.")
@@ -68,17 +71,19 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
                 "champion_scores": dg.MetadataValue.json(outcome.champion.scores if outcome.champion else {}),
             })
 
-    @dg.asset(name=f"{variant}_champion", group_name="evals", deps=[_candidate], kinds={"mlflow"})
-    def _champion(mlflow: MLflowTracking, checkpoints: CheckpointStore) -> dg.MaterializeResult:
+    @dg.asset(name=f"{variant}_champion", group_name="evals", deps=[_candidate], kinds={"mlflow"},
+              automation_condition=UPSTREAM_DATA_CHANGED)
+    def _champion(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: MLflowTracking,
+                  checkpoints: CheckpointStore) -> dg.MaterializeResult:
         champion, previous = promote_candidate(mlflow.registry(),
                                                registered_model_name(mlflow.registered_model_prefix, variant),
                                                checkpoints.current(checkpoint_name))
-        return dg.MaterializeResult(data_version=dg.DataVersion(f"{champion.name}/{champion.version}"), metadata={
-            "registered_model": champion.name, "champion_version": champion.version, "model_uri": champion.uri,
-            "champion_alias_uri": f"models:/{champion.name}@champion",
-            "previous_champion": previous.version if previous else "none",
-            "checkpoint_version": champion.checkpoint_version,
-        })
+        return recorded(context, duckdb, dg.MaterializeResult(
+            data_version=dg.DataVersion(f"{champion.name}/{champion.version}"), metadata={
+                "registered_model": champion.name, "champion_version": champion.version, "model_uri": champion.uri,
+                "champion_alias_uri": f"models:/{champion.name}@champion",
+                "previous_champion": previous.version if previous else "none",
+                "checkpoint_version": champion.checkpoint_version}))
 
     _candidate.__doc__ = f"The current {variant} checkpoint as a version in the MLflow model registry, with its scores."
     _champion.__doc__ = f"Moves the {variant} 'champion' alias to the candidate that passed the no-regression gate."

@@ -1,22 +1,40 @@
-"""[raw] The problems everything else is derived from, and the pretraining corpus made of them."""
+"""[raw] The raw-data folder (observed, versioned by content) and the problems everything else is
+derived from."""
 
-from typing import Literal
+import warnings
 
 import dagster as dg
 from pydantic import Field
 
+from assets._lineage import recorded, rows_version
 from assets._metadata import preview
-from pipelines.data.datasets import build_corpus, problems_from_rows
 from pipelines.data.problems import Problem
-from pipelines.data.raw import QUARANTINE_COLUMNS, load_raw_problems
+from pipelines.data.raw import JSONL, QUARANTINE_COLUMNS, choose_source, load_raw_problems, source_records
 from pipelines.profiles import with_overrides
-from resources import DuckDBStore, LineageProfile
+from resources import DuckDBStore, LineageProfile, RawDataFolder
+
+
+with warnings.catch_warnings():  # observable source assets are "beta" in Dagster 1.13, and the right tool
+    warnings.simplefilter("ignore", dg.BetaWarning)
+
+    @dg.observable_source_asset(
+        group_name="raw", description="The raw-data folder; its data version is the content hash of its "
+        "files (renaming or touching them changes nothing).")
+    def raw_data_files(raw_data: RawDataFolder) -> dg.ObserveResult:
+        snapshot = raw_data.snapshot()
+        return dg.ObserveResult(data_version=dg.DataVersion(snapshot.fingerprint), metadata={
+            "folder": dg.MetadataValue.path(snapshot.folder), "files": len(snapshot.files),
+            "bytes": sum(f["bytes"] for f in snapshot.files),
+            "file_hashes": dg.MetadataValue.json({f["name"]: f["sha256"] for f in snapshot.files}),
+        })
 
 
 class RawProblemsConfig(dg.Config):
     """Where raw problems come from. Unset numbers take the active profile's values."""
 
-    source: Literal["synthetic", "jsonl"] = Field(default="synthetic", description="Generator or JSONL files.")
+    source: str | None = Field(
+        default=None, description="Default: 'folder' when the raw-data folder holds *.jsonl files, else "
+        "'synthetic' (the seeded generator). 'jsonl' reads jsonl_paths.")
     jsonl_paths: list[str] = Field(default_factory=list, description="GSM8K-format files; a name containing "
                                    "'test' marks its problems as held-out.")
     question_field: str = "question"
@@ -27,31 +45,24 @@ class RawProblemsConfig(dg.Config):
     eval_fraction: float | None = Field(default=None, description="Synthetic: share held out for eval.")
 
 
-@dg.asset(group_name="raw", kinds={"python", "duckdb"})
-def raw_problems(config: RawProblemsConfig, duckdb: DuckDBStore, profile: LineageProfile) -> dg.MaterializeResult:
+@dg.asset(group_name="raw", deps=[raw_data_files], kinds={"python", "duckdb"})
+def raw_problems(context: dg.AssetExecutionContext, config: RawProblemsConfig, duckdb: DuckDBStore,
+                 profile: LineageProfile, raw_data: RawDataFolder) -> dg.MaterializeResult:
     """Problems with worked solutions and exact answers; bad input lines go to ``raw_quarantine``."""
     data = with_overrides(profile.settings().data, config.model_dump())
-    result = load_raw_problems(config.source, data, config.jsonl_paths, config.question_field, config.answer_field)
+    snapshot = raw_data.snapshot()
+    source = choose_source(config.source, snapshot)
+    paths = config.jsonl_paths if source == JSONL else [f["path"] for f in snapshot.files]
+    result = load_raw_problems(source, data, paths, config.question_field, config.answer_field)
     rows = [p.as_row() for p in result.problems]
     duckdb.replace_table("raw_problems", rows, columns=list(Problem.__dataclass_fields__))
     duckdb.replace_table("raw_quarantine", [q.as_row() for q in result.quarantined], columns=QUARANTINE_COLUMNS)
     splits = {split: sum(r["split"] == split for r in rows) for split in ("train", "test")}
-    return dg.MaterializeResult(metadata={
-        "lines_read": result.lines_read, "kept": len(rows), "quarantined": len(result.quarantined),
+    return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(rows_version(rows)), metadata={
+        "source": source, "lines_read": result.lines_read, "kept": len(rows), "quarantined": len(result.quarantined),
         "train_rows": splits["train"], "test_rows": splits["test"],
         "quarantine_reasons": dg.MetadataValue.json(result.quarantine_counts()),
         "dagster/row_count": len(rows),
         "preview": preview(rows, ["split", "question", "solution", "answer"]),
-    })
-
-
-@dg.asset(group_name="raw", deps=[raw_problems], kinds={"python", "duckdb"})
-def raw_corpus(duckdb: DuckDBStore) -> dg.MaterializeResult:
-    """Pretraining documents for the base model, from the training split only."""
-    documents = build_corpus(problems_from_rows(duckdb.rows("raw_problems")))
-    duckdb.replace_table("raw_corpus", documents, columns=["problem_id", "text"])
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(documents),
-        "characters": sum(len(d["text"]) for d in documents),
-        "preview": preview(documents, ["text"]),
-    })
+    }), config, inputs={"raw_data_files": snapshot.fingerprint},
+        sources=source_records(result, source, paths, data))

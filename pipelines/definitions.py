@@ -1,8 +1,9 @@
-"""The code location: assets, checks, resources and jobs that ``workspace.yaml`` loads.
+"""The code location: assets, checks, resources, jobs, the schedule and sensors that ``workspace.yaml`` loads.
 
 Paths and the profile come from the environment so one definition serves the demo, tests and
 deployments: ``LLM_LINEAGE_HOME`` (data root, default ``./var``), ``LLM_LINEAGE_PROFILE`` (``tiny``),
-``MLFLOW_TRACKING_URI`` (default: a SQLite file under the data root).
+``MLFLOW_TRACKING_URI`` (default: a SQLite file under the data root), ``LLM_LINEAGE_RAW_DIR`` (the
+watched raw-data folder, default ``<home>/raw_data``), ``LLM_LINEAGE_RETRAIN_CRON`` (weekly retrain).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dagster as dg  # noqa: E402
 
-from assets import checkpoints, datasets, evals, promotion, raw  # noqa: E402
-from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking, TrainingLauncher  # noqa: E402
+from assets import audit, checkpoints, datasets, evals, promotion, raw  # noqa: E402
+from pipelines.automation import automation_sensor, raw_data_sensor, retrain_job, weekly_retrain  # noqa: E402
+from resources import (CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking, RawDataFolder,  # noqa: E402
+                       TrainingLauncher)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,15 +40,14 @@ def default_resources(home: Path | None = None, profile: str | None = None,
         "profile": LineageProfile(name=profile or os.environ.get("LLM_LINEAGE_PROFILE", "tiny")),
         "launcher": TrainingLauncher(work_root=str(home / "work"),
                                      num_processes=int(os.environ.get("LLM_LINEAGE_TRAIN_PROCESSES", "1"))),
+        "raw_data": RawDataFolder(path=os.environ.get("LLM_LINEAGE_RAW_DIR", str(home / "raw_data"))),
     }
 
 
-LINEAGE_MODULES = (raw, datasets, checkpoints, evals, promotion)
+LINEAGE_MODULES = (raw, datasets, checkpoints, evals, promotion, audit)
 all_assets = dg.load_assets_from_modules(LINEAGE_MODULES)
 all_checks = dg.load_asset_checks_from_modules(LINEAGE_MODULES)
 
-lineage_job = dg.define_asset_job("full_lineage", selection=dg.AssetSelection.all(),
-                                  description="Every asset, raw data to eval report.")
-
-defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[lineage_job],
+defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[retrain_job],
+                      schedules=[weekly_retrain], sensors=[raw_data_sensor, automation_sensor],
                       resources=default_resources())

@@ -24,6 +24,10 @@ class DataSettings:
     max_operand: int
     eval_fraction: float
     eval_suite_size: int
+    # Decontamination: a training problem sharing this many consecutive normalized words with an eval
+    # item is removed. 13 (the GPT-3 paper's choice) still catches near-copies of GSM8K questions; 8
+    # flags template boilerplate ("… gives away 2 of them. How many …") in the generator's problems.
+    decontamination_ngram: int = 13
 
 
 @dataclass(frozen=True)

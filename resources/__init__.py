@@ -5,5 +5,7 @@ from resources.duckdb_store import DuckDBStore
 from resources.launcher import TrainingLauncher
 from resources.mlflow_tracking import MLflowTracking, TrackedRun
 from resources.profile import LineageProfile
+from resources.raw_data import RawDataFolder
 
-__all__ = ["CheckpointStore", "DuckDBStore", "LineageProfile", "MLflowTracking", "TrackedRun", "TrainingLauncher"]
+__all__ = ["CheckpointStore", "DuckDBStore", "LineageProfile", "MLflowTracking", "RawDataFolder", "TrackedRun",
+           "TrainingLauncher"]

@@ -66,7 +66,7 @@ def lineage_home(tmp_path) -> Path:
     return tmp_path / "lineage"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def gsm8k_dir() -> Path:
     if not (GSM8K_DIR / "train.jsonl").is_file():
         pytest.fail(f"GSM8K files expected at {GSM8K_DIR} (the shared/ folder beside the repo)")

@@ -35,10 +35,10 @@ def test_every_asset_materializes_and_checks_pass(lineage):
     result, _ = lineage
     assert result.success
     materialized = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
-    expected = {key.to_user_string() for a in all_assets for key in a.keys}
+    expected = {key.to_user_string() for a in all_assets for key in a.keys if a.is_materializable}
     assert materialized == expected
     checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {("eval_suites", "eval_suites_disjoint_from_training"): True,
+    assert checks == {("training_problems", "training_problems_disjoint_from_eval"): True,
                       ("instruct_candidate", "no_regression_vs_champion"): True,  # first champion
                       ("reasoning_candidate", "no_regression_vs_champion"): True}
 
@@ -82,8 +82,9 @@ def test_duckdb_tables_have_the_expected_rows(lineage):
     assert duckdb.count("raw_problems") == SMOKE.data.n_problems
     assert duckdb.count("raw_quarantine") == 0
     train = duckdb.query("SELECT count(*) AS n FROM raw_problems WHERE split = 'train'")[0]["n"]
-    for table in ("raw_corpus", "sft_dataset", "think_dataset", "preference_dataset"):
-        assert duckdb.count(table) == train, table
+    removed = duckdb.count("contamination_report")
+    for table in ("training_problems", "raw_corpus", "sft_dataset", "think_dataset", "preference_dataset"):
+        assert duckdb.count(table) == train - removed, table
     suites = {r["suite"]: r["n"] for r in duckdb.query("SELECT suite, count(*) AS n FROM eval_suites GROUP BY 1")}
     assert suites == {name: SMOKE.data.eval_suite_size for name in ("in_distribution", "perturbed", "domain_shift")}
     kinds = duckdb.query("SELECT perturbation, count(*) AS n FROM eval_suites WHERE suite = 'perturbed' GROUP BY 1")

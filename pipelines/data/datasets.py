@@ -2,7 +2,9 @@
 
 Every builder is a pure function of its input rows and a seed, so the same raw data and config always
 give the same tables. Eval suites come only from the test split (and from problems generated to avoid
-training keys), and ``assert_disjoint`` proves it before anything is written.
+training keys); ``decontaminate`` then removes every training problem that shares a problem key, a
+normalized question or a word n-gram with an eval item (reported, never silently dropped), and
+``assert_disjoint`` proves the result before training reads it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+from pipelines.data.decontamination import find_contamination
 from pipelines.data.formats import corpus_document, think_completion
 from pipelines.data.problems import TEST_SPLIT, TRAIN_SPLIT, Problem, normalize_question
 from pipelines.data.perturbations import PERTURBATIONS, perturbation_for
@@ -123,7 +127,6 @@ def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_o
              "solution": p.solution, "answer": p.answer, "original_problem_id": original,
              "perturbation": kind}
             for suite, p, original, kind in suites]
-    assert_disjoint(rows, train_problems(problems))
     return rows
 
 
@@ -138,6 +141,40 @@ def _first_applicable_twin(problem: Problem, index: int, kinds: tuple[str, ...],
         if twin is not None and twin.key not in forbidden:
             return kind, twin
     return None
+
+
+CONTAMINATION_COLUMNS = ("problem_id", "question", "source", "source_line", "method", "eval_suite",
+                         "eval_problem_id", "evidence")
+
+
+@dataclass(frozen=True)
+class Decontaminated:
+    clean: list[Problem]  # the training problems every training dataset is built from
+    report: list[dict]  # one row per removed problem: which eval item it matched, how, and the evidence
+
+
+def decontaminate(problems: list[Problem], eval_rows: list[dict], ngram: int) -> Decontaminated:
+    """The training split minus anything that overlaps an eval item (same key, same normalized
+    question, or a shared ``ngram``-word sequence, which catches near-copies and partial copies)."""
+    training = train_problems(problems)
+    by_key = {r["key"]: r for r in eval_rows}
+    by_question = {normalize_question(r["question"]): r for r in eval_rows}
+    found: dict[str, tuple[str, dict, str]] = {}
+    for p in training:
+        if p.key in by_key:
+            found[p.problem_id] = ("key", by_key[p.key], p.key)
+        elif normalize_question(p.question) in by_question:
+            found[p.problem_id] = ("question", by_question[normalize_question(p.question)], p.question)
+    eval_by_id = {f"{r['suite']}/{r['problem_id']}": r for r in eval_rows}
+    matches = find_contamination([(p.problem_id, p.question) for p in training if p.problem_id not in found],
+                                 list((item_id, r["question"]) for item_id, r in eval_by_id.items()), n=ngram)
+    for match in matches:
+        found.setdefault(match.train_id, ("ngram", eval_by_id[match.eval_id], match.ngram))
+    report = [{"problem_id": p.problem_id, "question": p.question, "source": p.source, "source_line": p.source_line,
+               "method": found[p.problem_id][0], "eval_suite": found[p.problem_id][1]["suite"],
+               "eval_problem_id": found[p.problem_id][1]["problem_id"], "evidence": found[p.problem_id][2]}
+              for p in training if p.problem_id in found]
+    return Decontaminated([p for p in training if p.problem_id not in found], report)
 
 
 def assert_disjoint(eval_rows: list[dict], training: list[Problem]) -> None:

@@ -94,12 +94,16 @@ def _parse_line(raw: bytes, question_field: str, answer_field: str,
 
 def ingest_jsonl(paths: list[Path], *, question_field: str = "question", answer_field: str = "answer",
                  answer_format: str = "gsm8k") -> IngestResult:
-    """Read GSM8K-format files; duplicates of an already-kept question are quarantined too."""
+    """Read GSM8K-format files; duplicates of an already-kept question are quarantined too.
+
+    Held-out (test) files are read first, so a question that is in both a test and a training file is
+    kept as an eval item and its training copy is quarantined as a duplicate of it.
+    """
     if answer_format not in ANSWER_FORMATS:
         raise ValueError(f"unknown answer_format '{answer_format}', expected one of {ANSWER_FORMATS}")
     result = IngestResult()
     seen: dict[str, tuple[str, int]] = {}
-    for path in paths:
+    for path in sorted(paths, key=lambda p: split_from_filename(p) != TEST_SPLIT):
         if not path.is_file():
             raise FileNotFoundError(f"raw JSONL file not found: {path}")
         split = split_from_filename(path)

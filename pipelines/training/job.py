@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from pipelines.lineage import file_sha256
 from pipelines.training.model import ModelShape
 from pipelines.training.recipes import TrainSettings
 
@@ -101,12 +102,6 @@ class TrainJob:
         return cls(**raw)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_rows(rows: list[dict], path: Path) -> Path:

@@ -11,14 +11,15 @@ import dagster as dg
 import pytest
 
 from assets.checkpoints import base_checkpoint, think_sft_checkpoint, tokenizer
-from assets.datasets import preference_dataset, sft_dataset, think_dataset
-from assets.raw import raw_corpus, raw_problems
+from assets.datasets import (eval_suites, preference_dataset, raw_corpus, sft_dataset, think_dataset,
+                             training_problems)
+from assets.raw import raw_problems
 from pipelines.definitions import PROJECT_ROOT, default_resources
 from pipelines.profiles import SMOKE
 from pipelines.training.recipes import latest_checkpoint
 from resources import TrainingLauncher
 
-UPSTREAM = [raw_problems, raw_corpus, sft_dataset, think_dataset, tokenizer]
+UPSTREAM = [raw_problems, eval_suites, training_problems, raw_corpus, sft_dataset, think_dataset, tokenizer]
 
 
 @pytest.fixture(scope="module")

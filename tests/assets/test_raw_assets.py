@@ -4,14 +4,18 @@ import json
 
 import dagster as dg
 
-from assets.datasets import eval_suites, eval_suites_disjoint_from_training, sft_dataset
-from assets.raw import raw_corpus, raw_problems
+from assets.datasets import (eval_suites, raw_corpus, sft_dataset, training_problems,
+                             training_problems_disjoint_from_eval)
+from assets.raw import raw_data_files, raw_problems
 from pipelines.definitions import default_resources
 
 
 def _metadata(result, asset_name):
     events = result.asset_materializations_for_node(asset_name)
     return {key: value.value for key, value in events[-1].metadata.items()}
+
+
+UPSTREAM_OF_SFT = ["raw_problems", "eval_suites", "training_problems", "raw_corpus", "sft_dataset"]
 
 
 def _jsonl_config(paths):
@@ -26,7 +30,8 @@ def test_malformed_jsonl_is_quarantined_and_accounted_for(tmp_path, lineage_home
                                                  json.dumps({"question": "Q2", "answer": "42"})]
     path.write_text("\n".join(lines) + "\n")
     resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
-    result = dg.materialize([raw_problems], resources=resources, run_config=_jsonl_config([path]))
+    result = dg.materialize([raw_data_files, raw_problems], resources=resources, run_config=_jsonl_config([path]),
+                            selection=["raw_problems"])
     assert result.success
     metadata = _metadata(result, "raw_problems")
     assert (metadata["lines_read"], metadata["kept"], metadata["quarantined"]) == (8, 5, 3)
@@ -41,16 +46,18 @@ def test_malformed_jsonl_is_quarantined_and_accounted_for(tmp_path, lineage_home
 def test_real_gsm8k_flows_into_datasets_and_an_in_distribution_suite(gsm8k_dir, lineage_home):
     resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
     run_config = _jsonl_config([gsm8k_dir / "train.jsonl", gsm8k_dir / "test.jsonl"])
-    result = dg.materialize([raw_problems, raw_corpus, sft_dataset, eval_suites, eval_suites_disjoint_from_training],
-                            resources=resources, run_config=run_config)
+    result = dg.materialize([raw_data_files, raw_problems, eval_suites, training_problems,
+                             training_problems_disjoint_from_eval, raw_corpus, sft_dataset],
+                            resources=resources, run_config=run_config, selection=UPSTREAM_OF_SFT)
     assert result.success
     duckdb = resources["duckdb"]
     train_rows = duckdb.query("SELECT count(*) AS n FROM raw_problems WHERE split = 'train'")[0]["n"]
-    assert duckdb.count("sft_dataset") == duckdb.count("raw_corpus") == train_rows > 7000
-    suites = duckdb.query("SELECT suite, count(*) AS n FROM eval_suites GROUP BY suite")
-    assert suites == [{"suite": "in_distribution", "n": 24}]  # no templates → no perturbed twins
+    removed = duckdb.count("contamination_report")
+    assert duckdb.count("sft_dataset") == duckdb.count("raw_corpus") == train_rows - removed > 7000
+    suites = {r["suite"]: r["n"] for r in duckdb.query("SELECT suite, count(*) AS n FROM eval_suites GROUP BY 1")}
+    assert suites == {"in_distribution": 24, "perturbed": 24}  # no templates: wording twins, no domain shift
     check = result.get_asset_check_evaluations()[0]
-    assert check.passed and check.metadata["eval_items_checked"].value == 24
+    assert check.passed and check.metadata["eval_items"].value == 48
 
 
 def test_gsm8k_test_plugs_in_as_an_extra_eval_suite(gsm8k_dir, lineage_home, tmp_path):
@@ -59,7 +66,9 @@ def test_gsm8k_test_plugs_in_as_an_extra_eval_suite(gsm8k_dir, lineage_home, tmp
     resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
     extra = [{"name": "gsm8k", "path": str(gsm8k_dir / "test.jsonl")},
              {"name": "plain_numbers", "path": str(broken), "answer_format": "number"}]
-    result = dg.materialize([raw_problems, eval_suites, eval_suites_disjoint_from_training], resources=resources,
+    result = dg.materialize([raw_data_files, raw_problems, eval_suites, training_problems,
+                             training_problems_disjoint_from_eval], resources=resources,
+                            selection=["raw_problems", "eval_suites", "training_problems"],
                             run_config={"ops": {"eval_suites": {"config": {"extra_suites": extra}}}})
     assert result.success and result.get_asset_check_evaluations()[0].passed
     duckdb = resources["duckdb"]
