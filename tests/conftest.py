@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import requests
 
@@ -71,3 +74,31 @@ def gsm8k_dir() -> Path:
     if not (GSM8K_DIR / "train.jsonl").is_file():
         pytest.fail(f"GSM8K files expected at {GSM8K_DIR} (the shared/ folder beside the repo)")
     return GSM8K_DIR
+
+
+@dataclass
+class MaterializedLineage:
+    """The whole smoke-profile graph, materialized once per session into a persistent instance."""
+
+    result: dg.ExecuteInProcessResult
+    resources: dict
+    dagster_home: Path
+    lineage_home: Path
+    tracking_uri: str
+
+
+@pytest.fixture(scope="session")
+def materialized_lineage(tmp_path_factory, mlflow_server) -> MaterializedLineage:
+    """Shared by the end-to-end, webserver and browser tests: the webserver serves this instance."""
+    from pipelines.definitions import PROJECT_ROOT, all_assets, all_checks, default_resources
+
+    root = tmp_path_factory.mktemp("e2e")
+    dagster_home, lineage_home = root / "dagster_home", root / "lineage"
+    dagster_home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    resources = default_resources(lineage_home, profile="smoke", tracking_uri=mlflow_server)
+    definitions = dg.Definitions(assets=all_assets, asset_checks=all_checks, resources=resources)
+    job = definitions.resolve_implicit_global_asset_job_def()
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        result = job.execute_in_process(instance=instance)
+    return MaterializedLineage(result, resources, dagster_home, lineage_home, mlflow_server)

@@ -5,7 +5,6 @@ import shutil
 import subprocess
 import sys
 
-import dagster as dg
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -21,13 +20,9 @@ GRADERS = ("exact", "flexible", "math_verify", "strict")
 
 
 @pytest.fixture(scope="module")
-def lineage(tmp_path_factory, mlflow_server):
-    home = tmp_path_factory.mktemp("e2e")
-    resources = default_resources(home, profile="smoke", tracking_uri=mlflow_server)
-    definitions = dg.Definitions(assets=all_assets, asset_checks=all_checks, resources=resources)
-    job = definitions.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
-    return result, resources
+def lineage(materialized_lineage):
+    """One materialization of the whole graph per session (tests/conftest.py), also served by the UI tests."""
+    return materialized_lineage.result, materialized_lineage.resources
 
 
 def test_every_asset_materializes_and_checks_pass(lineage):
@@ -36,7 +31,9 @@ def test_every_asset_materializes_and_checks_pass(lineage):
     materialized = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
     expected = {key.to_user_string() for a in all_assets for key in a.keys}
     assert materialized == expected
-    assert [e.passed for e in result.get_asset_check_evaluations()] == [True]
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.check_name for e in evaluations} == {key.name for c in all_checks for key in c.check_keys}
+    assert all(e.passed for e in evaluations)
 
 
 def test_every_checkpoint_directory_loads_with_transformers(lineage):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.data.ingest import IngestResult, ingest_jsonl
+from pipelines.data.ingest import DEFAULT_MAX_LINE_BYTES, IngestResult, ingest_jsonl
 from pipelines.data.synthetic import generate_problems
 from pipelines.profiles import DataSettings
 
@@ -14,7 +14,8 @@ QUARANTINE_COLUMNS = ("file", "line", "kind", "reason", "raw")
 
 
 def load_raw_problems(source: str, data: DataSettings, jsonl_paths: list[str] | None = None,
-                      question_field: str = "question", answer_field: str = "answer") -> IngestResult:
+                      question_field: str = "question", answer_field: str = "answer",
+                      max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> IngestResult:
     """Generated problems (``synthetic``) or ingested GSM8K-format files (``jsonl``)."""
     if source == SYNTHETIC:
         problems = generate_problems(data.n_problems, data.seed, data.max_operand, data.eval_fraction)
@@ -23,5 +24,5 @@ def load_raw_problems(source: str, data: DataSettings, jsonl_paths: list[str] | 
         if not jsonl_paths:
             raise ValueError("source 'jsonl' needs jsonl_paths (e.g. ../shared/datasets/gsm8k/train.jsonl)")
         return ingest_jsonl([Path(p) for p in jsonl_paths], question_field=question_field,
-                            answer_field=answer_field)
+                            answer_field=answer_field, max_line_bytes=max_line_bytes)
     raise ValueError(f"unknown raw source '{source}', expected '{SYNTHETIC}' or '{JSONL}'")
