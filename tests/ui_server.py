@@ -110,9 +110,14 @@ def start_dagster_ui(project_root: Path, dagster_home: Path, env: dict[str, str]
 
 
 def stop(ui: DagsterUI) -> None:
+    """SIGTERM the process group, then SIGKILL what is left of it (code servers it spawned on the way out)."""
     os.killpg(ui.process.pid, signal.SIGTERM)
     try:
         ui.process.wait(timeout=60)
     except subprocess.TimeoutExpired:
+        pass
+    try:
         os.killpg(ui.process.pid, signal.SIGKILL)
-        ui.process.wait()
+    except ProcessLookupError:
+        pass
+    ui.process.wait()
