@@ -1,6 +1,5 @@
 """[datasets] Training and evaluation tables built from the raw problems."""
 
-from pathlib import Path
 from typing import Literal
 
 import dagster as dg
@@ -15,6 +14,7 @@ from pipelines.profiles import with_overrides
 from pipelines.data.ingest import ingest_jsonl
 from pipelines.data.on_policy import OnPolicySettings, sample_on_policy
 from pipelines.data.raw import QUARANTINE_COLUMNS
+from pipelines.paths import confine
 from resources import CheckpointStore, DuckDBStore, LineageProfile
 
 
@@ -104,7 +104,8 @@ def eval_suites(config: EvalSuitesConfig, duckdb: DuckDBStore, profile: LineageP
     """Held-out suites: in-distribution, perturbed twins, domain shift (+ configured JSONL suites);
     disjoint from training, checked. Bad lines of extra suites go to ``eval_suite_quarantine``."""
     data = with_overrides(profile.settings().data, config.model_dump())
-    loaded = {extra.name: ingest_jsonl([Path(extra.path)], question_field=extra.question_field,
+    loaded = {extra.name: ingest_jsonl([confine(extra.path, f"extra_suites[{extra.name}].path")],
+                                       question_field=extra.question_field,
                                        answer_field=extra.answer_field, answer_format=extra.answer_format)
               for extra in config.extra_suites}
     rows = build_eval_suites(_problems(duckdb), data.eval_suite_size, data.seed, data.max_operand,

@@ -3,7 +3,7 @@
 from resources.checkpoint_store import CheckpointStore
 from resources.duckdb_store import DuckDBStore
 from resources.launcher import TrainingLauncher
-from resources.mlflow_tracking import MLflowTracking, TrackedRun
+from resources.mlflow_tracking import MLflowTracking, MLflowUnavailable, TrackedRun
 from resources.profile import LineageProfile
 
-__all__ = ["CheckpointStore", "DuckDBStore", "LineageProfile", "MLflowTracking", "TrackedRun", "TrainingLauncher"]
+__all__ = ["CheckpointStore", "DuckDBStore", "LineageProfile", "MLflowTracking", "MLflowUnavailable", "TrackedRun", "TrainingLauncher"]

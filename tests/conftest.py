@@ -31,6 +31,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def temp_dirs_are_data_roots(tmp_path_factory):
+    """Test inputs live in pytest's temp dirs: allow them as data roots (pipelines/paths.py), the way a
+    deployment lists its data directories in LLM_LINEAGE_DATA_ROOTS. Subprocesses inherit it."""
+    from pipelines.paths import DATA_ROOTS_ENV
+
+    previous = os.environ.get(DATA_ROOTS_ENV)
+    os.environ[DATA_ROOTS_ENV] = str(tmp_path_factory.getbasetemp())
+    yield
+    if previous is None:
+        os.environ.pop(DATA_ROOTS_ENV, None)
+    else:
+        os.environ[DATA_ROOTS_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory) -> str:
     """``mlflow server`` with a SQLite backend in a temp dir, on loopback; yields its URL."""

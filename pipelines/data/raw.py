@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pipelines.data.ingest import DEFAULT_MAX_LINE_BYTES, IngestResult, ingest_jsonl
 from pipelines.data.synthetic import generate_problems
+from pipelines.paths import confine
 from pipelines.profiles import DataSettings
 
 SYNTHETIC = "synthetic"
@@ -23,6 +22,7 @@ def load_raw_problems(source: str, data: DataSettings, jsonl_paths: list[str] | 
     if source == JSONL:
         if not jsonl_paths:
             raise ValueError("source 'jsonl' needs jsonl_paths (e.g. ../shared/datasets/gsm8k/train.jsonl)")
-        return ingest_jsonl([Path(p) for p in jsonl_paths], question_field=question_field,
+        paths = [confine(p, f"jsonl_paths[{i}]") for i, p in enumerate(jsonl_paths)]
+        return ingest_jsonl(paths, question_field=question_field,
                             answer_field=answer_field, max_line_bytes=max_line_bytes)
     raise ValueError(f"unknown raw source '{source}', expected '{SYNTHETIC}' or '{JSONL}'")
