@@ -46,37 +46,46 @@ def temp_dirs_are_data_roots(tmp_path_factory):
         os.environ[DATA_ROOTS_ENV] = previous
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory) -> str:
-    """``mlflow server`` with a SQLite backend in a temp dir, on loopback; yields its URL."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    log = open(root / "server.log", "w")
+def start_mlflow_server(root: Path, port: int) -> subprocess.Popen:
+    """``mlflow server`` with a SQLite backend under ``root`` on 127.0.0.1:``port``, once it answers."""
+    log = open(root / "server.log", "a")
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)  # own group: its workers too
-    url = f"http://127.0.0.1:{port}"
+    log.close()
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
         try:
-            if requests.get(f"{url}/health", timeout=1).ok:
-                break
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                return process
         except requests.RequestException:
             time.sleep(0.5)
-    else:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise RuntimeError(f"mlflow server did not start in {SERVER_START_TIMEOUT_S}s")
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
+    kill_process_group(process, signal.SIGKILL)
+    raise RuntimeError(f"mlflow server did not start in {SERVER_START_TIMEOUT_S}s")
+
+
+def kill_process_group(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     try:
+        os.killpg(process.pid, sig)
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-    log.close()
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> str:
+    """``mlflow server`` with a SQLite backend in a temp dir, on loopback; yields its URL."""
+    port = _free_port()
+    process = start_mlflow_server(tmp_path_factory.mktemp("mlflow_server"), port)
+    yield f"http://127.0.0.1:{port}"
+    kill_process_group(process)
 
 
 @pytest.fixture
