@@ -36,6 +36,8 @@ $(CHROMIUM):
 setup: $(VENV)/.installed
 	@mkdir -p "$(DAGSTER_HOME)"
 	@cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	@# create the instance's storage once, so runs started together never race to create it
+	@[ -f "$(DAGSTER_HOME)/history/runs.db" ] || $(BIN)/dagster instance migrate >/dev/null
 
 ## Materialize the whole lineage on the embedded default (tiny profile, offline) and print the results.
 demo: setup
