@@ -6,4 +6,5 @@ from resources.launcher import TrainingLauncher
 from resources.mlflow_tracking import MLflowTracking, MLflowUnavailable, TrackedRun
 from resources.profile import LineageProfile
 
-__all__ = ["CheckpointStore", "DuckDBStore", "LineageProfile", "MLflowTracking", "MLflowUnavailable", "TrackedRun", "TrainingLauncher"]
+__all__ = ["CheckpointStore", "DuckDBStore", "LineageProfile", "MLflowTracking", "MLflowUnavailable", "TrackedRun",
+           "TrainingLauncher"]

@@ -75,7 +75,8 @@ def _metadata(result, asset_name):
 def _run_config(path, max_rate=None):
     config = {"ops": {"raw_problems": {"config": {"source": "jsonl", "jsonl_paths": [str(path)]}}}}
     if max_rate is not None:
-        config["ops"]["raw_problems_raw_quarantine_rate_below_threshold"] = {"config": {"max_quarantine_rate": max_rate}}
+        check_op = "raw_problems_raw_quarantine_rate_below_threshold"
+        config["ops"][check_op] = {"config": {"max_quarantine_rate": max_rate}}
     return config
 
 
