@@ -25,16 +25,26 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
+# The browser test drives Debian's chromium through playwright (never `playwright install`).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	else echo "install chromium at $(CHROMIUM) (needed by tests/test_ui.py)"; exit 1; fi
+
 setup: $(VENV)/.installed
 	@mkdir -p "$(DAGSTER_HOME)"
 	@cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	@# create the instance's storage once, so runs started together never race to create it
+	@[ -f "$(DAGSTER_HOME)/history/runs.db" ] || $(BIN)/dagster instance migrate >/dev/null
 
 ## Materialize the whole lineage on the embedded default (tiny profile, offline) and print the results.
 demo: setup
 	$(BIN)/python -m pipelines.demo
 
 ## The test suite (unit, resources, assets, end-to-end against a real MLflow server).
-test: setup
+test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest tests
 
 validate: setup

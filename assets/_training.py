@@ -87,23 +87,24 @@ def build_checkpoint(context: dg.AssetExecutionContext, name: str, fingerprint: 
         return reused
     with mlflow.start_run(run_name=name, tags=mlflow.dagster_tags(context) | {"fingerprint": fingerprint}) as run:
         run.log_params(params)
+        # Everything goes into the staging directory and into MLflow before the publish: a step that
+        # dies on the way (tracking server gone) publishes nothing, so the rerun retrains and logs again.
         with checkpoints.publish(name, version=fingerprint) as staging:
             summaries = build(staging, run)
             record = {"fingerprint": fingerprint, "dagster_run_id": context.run.run_id, "mlflow_run_id": run.run_id,
                       "params": params, **(lineage or {})}
             (staging / LINEAGE_FILE).write_text(json.dumps(record, indent=2, default=str))
-        metrics = {}
-        for summary in summaries:
-            metrics.update({f"{summary.recipe}/{key}": value for key, value in summary.metrics().items()})
-        run.log_metrics(metrics)
-        plot_md = {}
-        curves = {s.recipe: s.loss_history for s in summaries if s.loss_history}
-        if curves:
-            png = loss_curve_png(curves, title=name)
-            plot_path = checkpoints.current(name) / "loss_curve.png"
-            plot_path.write_bytes(png)
-            run.log_artifact(plot_path)
-            plot_md = {"loss_curve": dg.MetadataValue.md(png_markdown(png, f"{name} loss"))}
+            metrics = {}
+            for summary in summaries:
+                metrics.update({f"{summary.recipe}/{key}": value for key, value in summary.metrics().items()})
+            run.log_metrics(metrics)
+            plot_md = {}
+            curves = {s.recipe: s.loss_history for s in summaries if s.loss_history}
+            if curves:
+                png = loss_curve_png(curves, title=name)
+                (staging / "loss_curve.png").write_bytes(png)
+                run.log_artifact(staging / "loss_curve.png")
+                plot_md = {"loss_curve": dg.MetadataValue.md(png_markdown(png, f"{name} loss"))}
     path = checkpoints.current(name)
     context.log.info(f"published {name} at {path} (MLflow run {run.run_id})")
     return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={

@@ -11,6 +11,7 @@ from assets._automation import UPSTREAM_DATA_CHANGED
 from assets._lineage import recorded
 from assets.datasets import preference_dataset, raw_corpus, sft_dataset, think_dataset
 from pipelines.data.datasets import direct_answer_pairs
+from pipelines.paths import confine, looks_like_local_path
 from pipelines.profiles import with_overrides
 from pipelines.training.job import CODE_VERSION, TrainJob, write_rows
 from pipelines.training.recipes import import_base
@@ -56,12 +57,16 @@ def base_checkpoint(context: dg.AssetExecutionContext, config: BaseConfig, duckd
                     profile: LineageProfile) -> dg.MaterializeResult:
     """A next-token predictor: the tiny Qwen3 pretrained on the corpus, or an imported base model."""
     if config.base_model:
+        base_model = config.base_model
+        if looks_like_local_path(base_model):
+            base_model = str(confine(base_model, "base_model"))
         if config.trust_remote_code:
-            context.log.warning(f"trust_remote_code enabled for {config.base_model}")
-        params = {"base_model": config.base_model, "trust_remote_code": config.trust_remote_code}
+            context.log.warning(f"trust_remote_code=True (explicit opt-in): Python code shipped with {base_model} "
+                                "will run in this process")
+        params = {"base_model": base_model, "trust_remote_code": config.trust_remote_code}
         return recorded(context, duckdb, build_checkpoint(
-            context, "base_checkpoint", combined_fingerprint([config.base_model, CODE_VERSION]), params,
-            lambda staging, run: [import_base(config.base_model, staging, config.trust_remote_code)],
+            context, "base_checkpoint", combined_fingerprint([base_model, CODE_VERSION]), params,
+            lambda staging, run: [import_base(base_model, staging, config.trust_remote_code)],
             checkpoints, mlflow), config)
     settings = profile.settings()
     train_settings = with_overrides(settings.pretrain, config.model_dump())

@@ -6,7 +6,6 @@ overlaps them (decontamination, reported in ``contamination_report``), and every
 """
 
 from collections import Counter
-from pathlib import Path
 from typing import Literal
 
 import dagster as dg
@@ -25,6 +24,7 @@ from pipelines.data.on_policy import OnPolicySettings, sample_on_policy
 from pipelines.data.perturbations import PERTURBATIONS
 from pipelines.data.problems import Problem
 from pipelines.data.raw import QUARANTINE_COLUMNS
+from pipelines.paths import confine
 from pipelines.profiles import with_overrides
 from resources import CheckpointStore, DuckDBStore, LineageProfile
 
@@ -69,7 +69,8 @@ def eval_suites(context: dg.AssetExecutionContext, config: EvalSuitesConfig, duc
     """Held-out suites: in-distribution, perturbed twins, domain shift (+ configured JSONL suites).
     Bad lines of extra suites go to ``eval_suite_quarantine``."""
     data = with_overrides(profile.settings().data, config.model_dump())
-    loaded = {extra.name: ingest_jsonl([Path(extra.path)], question_field=extra.question_field,
+    loaded = {extra.name: ingest_jsonl([confine(extra.path, f"extra_suites[{extra.name}].path")],
+                                       question_field=extra.question_field,
                                        answer_field=extra.answer_field, answer_format=extra.answer_format)
               for extra in config.extra_suites}
     rows = build_eval_suites(problems_from_rows(duckdb.rows("raw_problems")), data.eval_suite_size, data.seed,

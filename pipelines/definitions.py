@@ -27,6 +27,11 @@ def data_home() -> Path:
     return Path(os.environ.get("LLM_LINEAGE_HOME", PROJECT_ROOT / "var")).resolve()
 
 
+def _secret(variable: str) -> dg.EnvVar | None:
+    """A secret resource field: read from the environment by Dagster at run time, never stored in config."""
+    return dg.EnvVar(variable) if os.environ.get(variable) else None
+
+
 def default_resources(home: Path | None = None, profile: str | None = None,
                       tracking_uri: str | None = None) -> dict:
     """Resources rooted at ``home``: one DuckDB file, one MLflow store, one checkpoint tree."""
@@ -36,7 +41,9 @@ def default_resources(home: Path | None = None, profile: str | None = None,
         "duckdb": DuckDBStore(path=str(home / "lineage.duckdb")),
         "checkpoints": CheckpointStore(root=str(home / "checkpoints")),
         "mlflow": MLflowTracking(tracking_uri=tracking_uri, artifact_root=str(home / "mlflow" / "artifacts"),
-                                 ui_url=os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000")),
+                                 ui_url=os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000"),
+                                 tracking_token=_secret("MLFLOW_TRACKING_TOKEN"),
+                                 tracking_password=_secret("MLFLOW_TRACKING_PASSWORD")),
         "profile": LineageProfile(name=profile or os.environ.get("LLM_LINEAGE_PROFILE", "tiny")),
         "launcher": TrainingLauncher(work_root=str(home / "work"),
                                      num_processes=int(os.environ.get("LLM_LINEAGE_TRAIN_PROCESSES", "1"))),

@@ -28,6 +28,9 @@ class DataSettings:
     # item is removed. 13 (the GPT-3 paper's choice) still catches near-copies of GSM8K questions; 8
     # flags template boilerplate ("… gives away 2 of them. How many …") in the generator's problems.
     decontamination_ngram: int = 13
+    # Blocking check on raw_problems: above this share of quarantined lines the source is broken and
+    # nothing downstream should be built from it (real GSM8K: 0 of 8,792 lines).
+    max_quarantine_rate: float = 0.05
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@
 from resources.checkpoint_store import CheckpointStore
 from resources.duckdb_store import DuckDBStore
 from resources.launcher import TrainingLauncher
-from resources.mlflow_tracking import MLflowTracking, TrackedRun
+from resources.mlflow_tracking import MLflowTracking, MLflowUnavailable, TrackedRun
 from resources.profile import LineageProfile
 from resources.raw_data import RawDataFolder
 
-__all__ = ["CheckpointStore", "DuckDBStore", "LineageProfile", "MLflowTracking", "RawDataFolder", "TrackedRun",
-           "TrainingLauncher"]
+__all__ = ["CheckpointStore", "DuckDBStore", "LineageProfile", "MLflowTracking", "MLflowUnavailable",
+           "RawDataFolder", "TrackedRun", "TrainingLauncher"]

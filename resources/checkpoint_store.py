@@ -52,9 +52,15 @@ class CheckpointStore(dg.ConfigurableResource):
             raise
         final = base / "versions" / version
         final.parent.mkdir(exist_ok=True)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(staging, final)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            # Another process published this version first. Versions are fingerprints of their inputs and
+            # appear only through this rename, so the existing directory is complete: keep it (a reader may
+            # be inside it) and drop ours.
+            shutil.rmtree(staging, ignore_errors=True)
         temporary_link = base / f".{CURRENT}-{uuid.uuid4().hex[:8]}"
         temporary_link.symlink_to(final.relative_to(base), target_is_directory=True)
         os.replace(temporary_link, base / CURRENT)

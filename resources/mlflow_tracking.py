@@ -6,6 +6,7 @@ The locking that makes the default SQLite store safe under parallel steps lives 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,8 +30,17 @@ class TrackedRun(RunLogger):
         return f"{self._ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
 
+class MLflowUnavailable(RuntimeError):
+    """The tracking store could not be reached: the step fails instead of losing its metrics."""
+
+
 class MLflowTracking(dg.ConfigurableResource):
-    """Where runs go (``tracking_uri``) and where people look at them (``ui_url``)."""
+    """Where runs go (``tracking_uri``) and where people look at them (``ui_url``).
+
+    Credentials come only from environment variables through ``dg.EnvVar`` (see
+    ``pipelines/definitions.py``); they are handed to MLflow through its own environment variables and
+    never written to metadata, params or logs.
+    """
 
     tracking_uri: str = Field(description="sqlite:///path/mlflow.db (default) or http://host:port server.")
     experiment_name: str = Field(default="llm-lineage")
@@ -39,9 +49,34 @@ class MLflowTracking(dg.ConfigurableResource):
     ui_url: str = Field(default="http://127.0.0.1:5000", description="MLflow UI base, for run links.")
     registered_model_prefix: str = Field(default="llm-lineage", description="Registered models are "
                                          "named <prefix>-instruct and <prefix>-reasoning.")
+    tracking_token: str | None = Field(default=None, description="Bearer token for a secured tracking server; "
+                                       "set through dg.EnvVar('MLFLOW_TRACKING_TOKEN'), never inline.")
+    tracking_password: str | None = Field(default=None, description="Basic-auth password (with "
+                                          "MLFLOW_TRACKING_USERNAME); dg.EnvVar('MLFLOW_TRACKING_PASSWORD').")
+    http_max_retries: int = Field(default=2, description="Retries of a failed request to a tracking server "
+                                  "before the step fails (MLflow's default, 7 with backoff, waits minutes).")
+    http_timeout_s: int = Field(default=30, description="Seconds before one request to the server times out.")
+
+    def _export_settings(self) -> None:
+        """MLflow (here and in training subprocesses, which inherit the environment) reads these variables."""
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.http_max_retries)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self.http_timeout_s)
+        for variable, value in (("MLFLOW_TRACKING_TOKEN", self.tracking_token),
+                                ("MLFLOW_TRACKING_PASSWORD", self.tracking_password)):
+            if isinstance(value, dg.EnvVar):  # used outside a run: Dagster has not resolved it yet
+                value = value.get_value()
+            if value:
+                os.environ[variable] = value
 
     def client(self):
+        self._export_settings()
         return make_client(self.tracking_uri)
+
+    def _unavailable(self, action: str, error: Exception) -> MLflowUnavailable:
+        return MLflowUnavailable(
+            f"could not {action} on the MLflow tracking store {self.tracking_uri}: {type(error).__name__}: "
+            f"{str(error)[:400]} -- is the server up (`make ui` or `mlflow server`)? Fix it or point "
+            "MLFLOW_TRACKING_URI elsewhere, then materialize again")
 
     def experiment_id(self, client) -> str:
         def get_or_create() -> str:
@@ -57,19 +92,40 @@ class MLflowTracking(dg.ConfigurableResource):
 
     @contextmanager
     def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[TrackedRun]:
-        """Open a run, yield it, and close it FINISHED or FAILED so no run is left dangling."""
+        """Open a run, yield it, and close it FINISHED or FAILED so no run is left dangling.
+
+        An unreachable store fails the step with :class:`MLflowUnavailable` naming the URI; a run whose
+        logging failed is never marked FINISHED, so a rerun logs everything again.
+        """
+        from mlflow.exceptions import MlflowException
+        from requests import RequestException
+
+        unreachable = (MlflowException, RequestException, OSError)
         client = self.client()
-        experiment_id = self.experiment_id(client)
-        run = locked(self.tracking_uri, lambda: client.create_run(experiment_id, run_name=run_name, tags=tags or {}))
+        try:
+            experiment_id = self.experiment_id(client)
+            run = locked(self.tracking_uri,
+                         lambda: client.create_run(experiment_id, run_name=run_name, tags=tags or {}))
+        except unreachable as error:
+            raise self._unavailable(f"open run '{run_name}'", error) from error
         tracked = TrackedRun(self.tracking_uri, run.info.run_id, experiment_id, self.ui_url, client)
         try:
             yield tracked
-        except BaseException:
-            locked(self.tracking_uri, lambda: client.set_terminated(tracked.run_id, "FAILED"))
+        except BaseException as failure:
+            try:
+                locked(self.tracking_uri, lambda: client.set_terminated(tracked.run_id, "FAILED"))
+            except unreachable as error:
+                if isinstance(failure, unreachable):
+                    raise self._unavailable(f"log to run {tracked.run_id} ('{run_name}')", failure) from failure
+                raise self._unavailable(f"mark run {tracked.run_id} failed", error) from failure
             raise
-        locked(self.tracking_uri, lambda: client.set_terminated(tracked.run_id, "FINISHED"))
+        try:
+            locked(self.tracking_uri, lambda: client.set_terminated(tracked.run_id, "FINISHED"))
+        except unreachable as error:
+            raise self._unavailable(f"finish run {tracked.run_id} ('{run_name}')", error) from error
 
     def registry(self) -> ModelRegistry:
+        self._export_settings()
         return ModelRegistry(self.tracking_uri)
 
     def runs(self, filter_string: str = "") -> list:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 from pydantic import Field
 
 from pipelines.data.raw import FolderSnapshot, snapshot_folder
+from pipelines.paths import confine
 
 
 class RawDataFolder(dg.ConfigurableResource):
@@ -17,4 +16,4 @@ class RawDataFolder(dg.ConfigurableResource):
     pattern: str = Field(default="*.jsonl", description="Which files under the folder count as raw data.")
 
     def snapshot(self) -> FolderSnapshot:
-        return snapshot_folder(Path(self.path), self.pattern)
+        return snapshot_folder(confine(self.path, "raw_data.path"), self.pattern)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import requests
 
@@ -28,37 +31,61 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory) -> str:
-    """``mlflow server`` with a SQLite backend in a temp dir, on loopback; yields its URL."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    log = open(root / "server.log", "w")
+@pytest.fixture(scope="session", autouse=True)
+def temp_dirs_are_data_roots(tmp_path_factory):
+    """Test inputs live in pytest's temp dirs: allow them as data roots (pipelines/paths.py), the way a
+    deployment lists its data directories in LLM_LINEAGE_DATA_ROOTS. Subprocesses inherit it."""
+    from pipelines.paths import DATA_ROOTS_ENV
+
+    previous = os.environ.get(DATA_ROOTS_ENV)
+    os.environ[DATA_ROOTS_ENV] = str(tmp_path_factory.getbasetemp())
+    yield
+    if previous is None:
+        os.environ.pop(DATA_ROOTS_ENV, None)
+    else:
+        os.environ[DATA_ROOTS_ENV] = previous
+
+
+def start_mlflow_server(root: Path, port: int) -> subprocess.Popen:
+    """``mlflow server`` with a SQLite backend under ``root`` on 127.0.0.1:``port``, once it answers."""
+    log = open(root / "server.log", "a")
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True)  # own group: its workers too
-    url = f"http://127.0.0.1:{port}"
+    log.close()
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
         try:
-            if requests.get(f"{url}/health", timeout=1).ok:
-                break
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                return process
         except requests.RequestException:
             time.sleep(0.5)
-    else:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise RuntimeError(f"mlflow server did not start in {SERVER_START_TIMEOUT_S}s")
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
+    kill_process_group(process, signal.SIGKILL)
+    raise RuntimeError(f"mlflow server did not start in {SERVER_START_TIMEOUT_S}s")
+
+
+def kill_process_group(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     try:
+        os.killpg(process.pid, sig)
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-    log.close()
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> str:
+    """``mlflow server`` with a SQLite backend in a temp dir, on loopback; yields its URL."""
+    port = _free_port()
+    process = start_mlflow_server(tmp_path_factory.mktemp("mlflow_server"), port)
+    yield f"http://127.0.0.1:{port}"
+    kill_process_group(process)
 
 
 @pytest.fixture
@@ -71,3 +98,31 @@ def gsm8k_dir() -> Path:
     if not (GSM8K_DIR / "train.jsonl").is_file():
         pytest.fail(f"GSM8K files expected at {GSM8K_DIR} (the shared/ folder beside the repo)")
     return GSM8K_DIR
+
+
+@dataclass
+class MaterializedLineage:
+    """The whole smoke-profile graph, materialized once per session into a persistent instance."""
+
+    result: dg.ExecuteInProcessResult
+    resources: dict
+    dagster_home: Path
+    lineage_home: Path
+    tracking_uri: str
+
+
+@pytest.fixture(scope="session")
+def materialized_lineage(tmp_path_factory, mlflow_server) -> MaterializedLineage:
+    """Shared by the end-to-end, webserver and browser tests: the webserver serves this instance."""
+    from pipelines.definitions import PROJECT_ROOT, all_assets, all_checks, default_resources
+
+    root = tmp_path_factory.mktemp("e2e")
+    dagster_home, lineage_home = root / "dagster_home", root / "lineage"
+    dagster_home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    resources = default_resources(lineage_home, profile="smoke", tracking_uri=mlflow_server)
+    definitions = dg.Definitions(assets=all_assets, asset_checks=all_checks, resources=resources)
+    job = definitions.resolve_implicit_global_asset_job_def()
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        result = job.execute_in_process(instance=instance)
+    return MaterializedLineage(result, resources, dagster_home, lineage_home, mlflow_server)

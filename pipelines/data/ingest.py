@@ -19,6 +19,8 @@ _CALCULATOR_ANNOTATION = re.compile(r"<<[^>]*>>")
 _FINAL_ANSWER = re.compile(r"####\s*(.*?)\s*$", re.S)
 _NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
 RAW_PREVIEW_CHARS = 500
+# A GSM8K line is ~1 KB; a line this long is a broken export (or an attack), not a problem to train on.
+DEFAULT_MAX_LINE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,14 @@ def _parse_line(raw: bytes, question_field: str, answer_field: str,
     return record[question_field].strip(), " ".join(solution.split()), final.replace(",", "")
 
 
+def quarantine_rate(kept: int, quarantined: int) -> float:
+    """Share of the lines read that went to quarantine (0 when nothing was read)."""
+    total = kept + quarantined
+    return quarantined / total if total else 0.0
+
+
 def ingest_jsonl(paths: list[Path], *, question_field: str = "question", answer_field: str = "answer",
-                 answer_format: str = "gsm8k") -> IngestResult:
+                 answer_format: str = "gsm8k", max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> IngestResult:
     """Read GSM8K-format files; duplicates of an already-kept question are quarantined too.
 
     Held-out (test) files are read first, so a question that is in both a test and a training file is
@@ -111,7 +119,10 @@ def ingest_jsonl(paths: list[Path], *, question_field: str = "question", answer_
             for line_number, raw in enumerate(handle, start=1):
                 result.lines_read += 1
                 raw = raw.rstrip(b"\r\n")
-                parsed = _parse_line(raw, question_field, answer_field, answer_format)
+                if len(raw) > max_line_bytes:
+                    parsed = ("too_long", f"line is {len(raw)} bytes, over the {max_line_bytes}-byte limit")
+                else:
+                    parsed = _parse_line(raw, question_field, answer_field, answer_format)
                 preview = raw[:RAW_PREVIEW_CHARS].decode("utf-8", errors="replace")
                 if len(parsed) == 2:
                     result.quarantined.append(QuarantinedLine(str(path), line_number, *parsed, preview))

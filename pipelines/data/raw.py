@@ -7,9 +7,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.data.ingest import IngestResult, ingest_jsonl
+from pipelines.data.ingest import DEFAULT_MAX_LINE_BYTES, IngestResult, ingest_jsonl
 from pipelines.data.synthetic import generate_problems
 from pipelines.lineage import content_fingerprint, file_sha256
+from pipelines.paths import confine
 from pipelines.profiles import DataSettings
 
 SYNTHETIC = "synthetic"
@@ -63,7 +64,8 @@ def source_records(result: IngestResult, source: str, paths: list[str], settings
 
 
 def load_raw_problems(source: str, data: DataSettings, jsonl_paths: list[str] | None = None,
-                      question_field: str = "question", answer_field: str = "answer") -> IngestResult:
+                      question_field: str = "question", answer_field: str = "answer",
+                      max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> IngestResult:
     """Generated problems (``synthetic``) or ingested GSM8K-format files (``jsonl``)."""
     if source == SYNTHETIC:
         problems = generate_problems(data.n_problems, data.seed, data.max_operand, data.eval_fraction)
@@ -72,6 +74,7 @@ def load_raw_problems(source: str, data: DataSettings, jsonl_paths: list[str] | 
         if not jsonl_paths:
             raise ValueError(f"source '{source}' needs JSONL files: set jsonl_paths (e.g. "
                              f"../shared/datasets/gsm8k/train.jsonl) or put *.jsonl files in the raw-data folder")
-        return ingest_jsonl([Path(p) for p in jsonl_paths], question_field=question_field,
-                            answer_field=answer_field)
+        paths = [confine(p, f"jsonl_paths[{i}]") for i, p in enumerate(jsonl_paths)]
+        return ingest_jsonl(paths, question_field=question_field, answer_field=answer_field,
+                            max_line_bytes=max_line_bytes)
     raise ValueError(f"unknown raw source '{source}', expected one of {SOURCES}")

@@ -31,8 +31,10 @@ class GenerationRun:
 def load_for_generation(model_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from pipelines.training.recipes import OWN_CHECKPOINT
+
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **OWN_CHECKPOINT)
     model.eval()
     return model, tokenizer
 

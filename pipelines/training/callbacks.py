@@ -35,6 +35,17 @@ class MlflowStepCallback(TrainerCallback):
     def __init__(self, logger, prefix: str = ""):
         self._logger, self._prefix = logger, prefix
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        """Resumed (the previous attempt died, e.g. with the tracking server): this attempt's run gets the
+        steps logged before the resume point too, from the checkpoint's history, so its curves are whole."""
+        if not state.global_step or not state.is_world_process_zero:
+            return
+        points = [(f"{self._prefix}{key}", int(entry["step"]), float(value)) for entry in state.log_history
+                  if "step" in entry for key, value in entry.items()
+                  if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)]
+        if points:
+            self._logger.log_metric_points(points)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or not state.is_world_process_zero:
             return

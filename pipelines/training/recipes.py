@@ -18,6 +18,13 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # TRL pings the Hub otherwise; the lineage is offline.
 
 
+# The lineage's own checkpoints are safetensors only (save_pretrained writes nothing else), so loading
+# them refuses pickled weights outright; an imported base may ship .bin files, which transformers then
+# reads with torch.load(weights_only=True), never executing pickled code.
+OWN_CHECKPOINT = {"use_safetensors": True}
+IMPORTED_WEIGHTS = {"weights_only": True}
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     max_steps: int
@@ -117,7 +124,8 @@ def _summary(recipe: str, trainer, examples: int, started: float, resumed_from: 
 def _load_model(model_dir: Path | str, options: RunOptions):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code,
+                                                 **OWN_CHECKPOINT)
     if options.lora is None:
         return model
     from peft import LoraConfig, get_peft_model
@@ -155,7 +163,7 @@ def import_base(model_ref: str, output_dir: Path, trust_remote_code: bool = Fals
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(model_ref, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(model_ref, trust_remote_code=trust_remote_code, **IMPORTED_WEIGHTS)
     tokenizer = AutoTokenizer.from_pretrained(model_ref, trust_remote_code=trust_remote_code)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
