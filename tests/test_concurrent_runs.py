@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 from pipelines.definitions import PROJECT_ROOT, default_resources
 from pipelines.profiles import SMOKE
 
-SELECTION = "raw_problems,raw_corpus,sft_dataset,think_dataset,eval_suites,tokenizer"
+SELECTION = "raw_problems,eval_suites,training_problems,raw_corpus,sft_dataset,think_dataset,tokenizer"
 LOCK_ERRORS = ("database is locked", "Could not set lock", "Conflicting lock", "DuckDBLockTimeout")
 RUN_TIMEOUT_S = 900
 
@@ -40,7 +40,9 @@ def test_two_cli_runs_at_once_share_every_store_without_lock_errors(tmp_path):
     duckdb = resources["duckdb"]
     assert duckdb.count("raw_problems") == SMOKE.data.n_problems
     train = duckdb.query("SELECT count(*) AS n FROM raw_problems WHERE split = 'train'")[0]["n"]
-    assert duckdb.count("sft_dataset") == duckdb.count("think_dataset") == duckdb.count("raw_corpus") == train
+    kept = duckdb.count("training_problems")
+    assert kept + duckdb.count("contamination_report") == train
+    assert duckdb.count("sft_dataset") == duckdb.count("think_dataset") == duckdb.count("raw_corpus") == kept
     tokenizer_runs = resources["mlflow"].runs()
     assert 1 <= len(tokenizer_runs) <= 2 and all(r.info.status == "FINISHED" for r in tokenizer_runs)
     AutoTokenizer.from_pretrained(resources["checkpoints"].current("tokenizer"))  # complete, loadable

@@ -8,7 +8,8 @@ import dagster as dg
 import pytest
 
 from assets.checkpoints import base_checkpoint
-from assets.raw import raw_corpus, raw_problems
+from assets.datasets import eval_suites, raw_corpus, training_problems
+from assets.raw import raw_problems
 from assets.checkpoints import tokenizer
 from pipelines.definitions import PROJECT_ROOT, default_resources
 from pipelines.paths import DATA_ROOTS_ENV, PathOutsideDataRoots, confine, data_roots
@@ -101,7 +102,7 @@ def test_mlflow_secret_comes_from_the_environment_and_is_never_recorded(monkeypa
     resources = default_resources(lineage_home, profile="smoke", tracking_uri=mlflow_server)
     assert isinstance(resources["mlflow"].tracking_token, dg.EnvVar)  # a reference, not the value
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([raw_problems, raw_corpus, tokenizer], resources=resources, instance=instance)
+    result = dg.materialize([raw_problems, eval_suites, training_problems, raw_corpus, tokenizer], resources=resources, instance=instance)
     assert result.success
     # the token reached MLflow's client (sent as a bearer token to the server) ...
     client = resources["mlflow"].client()

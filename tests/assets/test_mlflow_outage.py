@@ -9,7 +9,8 @@ import dagster as dg
 import requests
 
 from assets.checkpoints import base_checkpoint, tokenizer
-from assets.raw import raw_corpus, raw_problems
+from assets.datasets import eval_suites, raw_corpus, training_problems
+from assets.raw import raw_problems
 from pipelines.definitions import default_resources
 from pipelines.profiles import SMOKE
 from resources.checkpoint_store import CheckpointNotFound
@@ -45,7 +46,7 @@ def test_mlflow_server_killed_mid_training_then_rerun_completes(tmp_path, lineag
     server = start_mlflow_server(root, port)
     try:
         resources = default_resources(lineage_home, profile="smoke", tracking_uri=url)
-        assert dg.materialize([raw_problems, raw_corpus, tokenizer], resources=resources).success
+        assert dg.materialize([raw_problems, eval_suites, training_problems, raw_corpus, tokenizer], resources=resources).success
         run_config = {"ops": {"base_checkpoint": {"config": {"max_steps": MAX_STEPS}}}}
         killed = threading.Event()
         killer = threading.Thread(target=_kill_after_first_logged_step, args=(url, server, killed))
