@@ -96,6 +96,16 @@ def step_label(cmdline: list[str]) -> str:
     return text[:80]
 
 
+def steps_by_pid(dagster_home: Path) -> dict[int, str]:
+    """Which Dagster step each process ran, from the runs' STEP_START events (they record the pid)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        return {entry.pid: entry.step_key for run in instance.get_runs()
+                for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+                if entry.pid is not None and entry.step_key}
+
+
 def demo_environment(root: Path, profile: str) -> dict[str, str]:
     """What the Makefile exports for ``make demo``, with fresh homes under ``root``."""
     dagster_home = root / "dagster_home"
@@ -128,6 +138,10 @@ def run(quick: bool = False) -> list[BenchRow]:
         full, sampler = timed_demo(env, bench.sample_interval_s, Path(scratch) / "full.log")
         rerun, _ = timed_demo(env, bench.sample_interval_s, Path(scratch) / "rerun.log")
         reused = (Path(scratch) / "rerun.log").read_text().count("instead of retraining")
+        step_names = steps_by_pid(Path(env["DAGSTER_HOME"]))
+    for pid, (rss, label) in list(sampler.peaks.items()):
+        if pid in step_names:
+            sampler.peaks[pid] = (rss, f"{step_names[pid]} (Dagster step process)")
     profile_note = f"{bench.profile} profile" + ("" if bench.profile == "tiny" else " (target is for tiny)")
     judged = bench.profile == "tiny"
     fraction = rerun / full
