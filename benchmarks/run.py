@@ -39,7 +39,8 @@ def selected(only: str | None) -> list[str]:
     return list(dict.fromkeys(ALIASES.get(w, w) for w in wanted))
 
 
-def run_benchmarks(ids: list[str], quick: bool, log=print) -> BenchReport:
+def run_benchmarks(ids: list[str], quick: bool, log=print, checkpoint=None) -> BenchReport:
+    """Run ``ids`` in order; ``checkpoint(report)`` after each, so an interrupted run leaves its rows."""
     report = BenchReport(mode="quick" if quick else "full")
     for bench_id in ids:
         module, produces = BENCHMARKS[bench_id]
@@ -54,6 +55,8 @@ def run_benchmarks(ids: list[str], quick: bool, log=print) -> BenchReport:
         rows = result if isinstance(result, list) else [result]
         report.rows.extend(rows)
         log(f"[bench] {bench_id} done in {time.perf_counter() - started:.0f}s")
+        if checkpoint is not None:
+            checkpoint(report)
     report.rows.sort(key=lambda row: row.id)
     return report
 
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
-    report = run_benchmarks(selected(args.only), args.quick)
+    report = run_benchmarks(selected(args.only), args.quick,
+                            checkpoint=lambda partial: write_results(partial, args.results_dir, args.stem))
     json_path, md_path = write_results(report, args.results_dir, args.stem)
     print("\n" + text_table(report))
     print(f"\n{len(report.rows)} rows in {time.perf_counter() - started:.0f}s; written to {json_path} and {md_path}")
