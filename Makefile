@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export DAGSTER_HOME := $(LINEAGE_HOME)/dagster_home
 export LLM_LINEAGE_HOME := $(LINEAGE_HOME)
 
-.PHONY: setup demo test ui validate clean
+.PHONY: setup demo test bench ui validate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,15 @@ demo: setup
 ## The test suite (unit, resources, assets, end-to-end against a real MLflow server).
 test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest tests
+
+## Performance benchmarks (issue #6): ratios vs baselines measured in the same run; ~25 min on 2 cores.
+## Prints the table and writes benchmarks/results/latest.{json,md}. BENCH_ARGS="--only P2,P3" or "--quick".
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[bench]"
+	touch $@
+
+bench: setup $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 validate: setup
 	$(BIN)/dagster definitions validate -w workspace.yaml
