@@ -62,7 +62,8 @@ def run(quick: bool = False) -> BenchRow:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-p1-") as scratch:
         home = Path(scratch) / "lineage"
-        _materialize(["raw_problems", "raw_corpus", "tokenizer"], home, bench.profile)
+        upstream = ["raw_problems", "eval_suites", "training_problems", "raw_corpus", "tokenizer"]
+        _materialize(upstream, home, bench.profile)
         dag_seconds = _materialize(["base_checkpoint"], home, bench.profile,
                                    {"ops": {"base_checkpoint": {"config": {"max_steps": bench.max_steps}}}})
         published = home / "checkpoints" / "base_checkpoint" / "current"

@@ -31,6 +31,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def reconfigured(resource: dg.ConfigurableResource, **changes) -> dg.ConfigurableResource:
+    """A copy of ``resource`` with some fields changed. (``model_copy`` is not enough: Dagster rebuilds a
+    resource from the config it was constructed with, so a copied field would silently revert.)"""
+    fields = {name: getattr(resource, name) for name in type(resource).model_fields}
+    return type(resource)(**{**fields, **changes})
+
+
 @pytest.fixture(scope="session", autouse=True)
 def temp_dirs_are_data_roots(tmp_path_factory):
     """Test inputs live in pytest's temp dirs: allow them as data roots (pipelines/paths.py), the way a

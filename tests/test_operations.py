@@ -13,6 +13,7 @@ import pytest
 from pipelines.automation import raw_data_sensor
 from pipelines.definitions import all_assets, all_checks, default_resources
 from pipelines.lineage import downstream_of_file, file_sha256, upstream
+from tests.conftest import reconfigured
 
 GENERATION = ["raw_problems", "eval_suites", "training_problems", "raw_corpus", "sft_dataset", "tokenizer",
               "base_checkpoint", "instruct_checkpoint", "eval_instruct", "eval_scores", "eval_report",
@@ -36,7 +37,7 @@ def _planted(test_lines):
 @pytest.fixture(scope="module")
 def operations(tmp_path_factory, gsm8k_dir, mlflow_server):
     home = tmp_path_factory.mktemp("operations")
-    raw = home / "raw_data"
+    raw = home / "watched"  # not the default folder: the resource setting is what counts
     raw.mkdir()
     test_lines = _lines(gsm8k_dir / "test.jsonl", 0, TEST_LINES)
     (raw / "test.jsonl").write_text("".join(test_lines))
@@ -44,8 +45,8 @@ def operations(tmp_path_factory, gsm8k_dir, mlflow_server):
     train = _lines(gsm8k_dir / "train.jsonl", 0, TRAIN_LINES) + [json.dumps(r) + "\n" for r in planted]
     (raw / "train.jsonl").write_text("".join(train))
     resources = default_resources(home, profile="smoke", tracking_uri=mlflow_server)
-    resources["raw_data"] = resources["raw_data"].model_copy(update={"path": str(raw)})
-    resources["mlflow"] = resources["mlflow"].model_copy(update={"registered_model_prefix": "operations"})
+    resources["raw_data"] = reconfigured(resources["raw_data"], path=str(raw))
+    resources["mlflow"] = reconfigured(resources["mlflow"], registered_model_prefix="operations")
     definitions = dg.Definitions(assets=all_assets, asset_checks=all_checks, resources=resources)
     instance = dg.DagsterInstance.ephemeral()
     return {"home": home, "raw": raw, "resources": resources, "definitions": definitions, "instance": instance,

@@ -9,6 +9,7 @@ from assets.checkpoints import BaseConfig, InstructConfig
 from assets.datasets import EvalSuitesConfig
 from assets.evals import EvalConfig
 from pipelines.definitions import all_assets, all_checks, default_resources
+from tests.conftest import reconfigured
 
 UPSTREAM = ["raw_problems", "eval_suites", "training_problems", "raw_corpus", "sft_dataset", "tokenizer",
             "base_checkpoint"]
@@ -21,7 +22,7 @@ GATE = ("instruct_candidate", "no_regression_vs_champion")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, mlflow_server):
     resources = default_resources(tmp_path_factory.mktemp("promotion"), profile="tiny", tracking_uri=mlflow_server)
-    resources["mlflow"] = resources["mlflow"].model_copy(update={"registered_model_prefix": "promotion-test"})
+    resources["mlflow"] = reconfigured(resources["mlflow"], registered_model_prefix="promotion-test")
     return resources, dg.DagsterInstance.ephemeral()
 
 
