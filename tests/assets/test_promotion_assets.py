@@ -50,7 +50,8 @@ def test_first_champion_passes_then_a_worse_checkpoint_is_blocked(tiny):
     assert first.success and _gate(first).passed
     champion = registry.champion(name)
     assert champion.checkpoint_version == resources["checkpoints"].current("instruct_checkpoint").name
-    assert champion.scores["in_distribution"] > 0.1, champion.scores  # a real model, so "worse" is possible
+    # a model that solves some problems (0.1 measured here), so a regression beyond the 0.02 tolerance exists
+    assert champion.scores["in_distribution"] >= 0.05, champion.scores
 
     worse = _materialize(resources, instance, PROMOTION, instruct_steps=UNDERTRAINED_STEPS)
     gate = _gate(worse)
