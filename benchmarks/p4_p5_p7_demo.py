@@ -97,13 +97,18 @@ def step_label(cmdline: list[str]) -> str:
 
 
 def steps_by_pid(dagster_home: Path) -> dict[int, str]:
-    """Which Dagster step each process ran, from the runs' STEP_START events (they record the pid)."""
+    """Which Dagster step each process ran, from the runs' STEP_WORKER_STARTED events (their metadata
+    records the step process's pid)."""
     import dagster as dg
 
+    steps = {}
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        return {entry.pid: entry.step_key for run in instance.get_runs()
-                for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
-                if entry.pid is not None and entry.step_key}
+        for run in instance.get_runs():
+            for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTED):
+                pid = entry.dagster_event.event_specific_data.metadata.get("pid")
+                if pid is not None and entry.step_key:
+                    steps[int(pid.value)] = entry.step_key
+    return steps
 
 
 def demo_environment(root: Path, profile: str) -> dict[str, str]:

@@ -74,7 +74,8 @@ def load_raw_problems(source: str, data: DataSettings, jsonl_paths: list[str] | 
         if not jsonl_paths:
             raise ValueError(f"source '{source}' needs JSONL files: set jsonl_paths (e.g. "
                              f"../shared/datasets/gsm8k/train.jsonl) or put *.jsonl files in the raw-data folder")
-        paths = [confine(p, f"jsonl_paths[{i}]") for i, p in enumerate(jsonl_paths)]
+        paths = [confine(p, f"jsonl_paths[{i}]") if source == JSONL else Path(p)  # folder: a deployment setting
+                 for i, p in enumerate(jsonl_paths)]
         return ingest_jsonl(paths, question_field=question_field, answer_field=answer_field,
                             max_line_bytes=max_line_bytes)
     raise ValueError(f"unknown raw source '{source}', expected one of {SOURCES}")
