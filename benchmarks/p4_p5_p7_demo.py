@@ -142,7 +142,9 @@ def run(quick: bool = False) -> list[BenchRow]:
         env = demo_environment(Path(scratch), bench.profile)
         full, sampler = timed_demo(env, bench.sample_interval_s, Path(scratch) / "full.log")
         rerun, _ = timed_demo(env, bench.sample_interval_s, Path(scratch) / "rerun.log")
-        reused = (Path(scratch) / "rerun.log").read_text().count("instead of retraining")
+        rerun_log = (Path(scratch) / "rerun.log").read_text()
+        reused = rerun_log.count("instead of retraining")
+        reused_evals = rerun_log.count("reusing stored rows")
         step_names = steps_by_pid(Path(env["DAGSTER_HOME"]))
     for pid, (rss, label) in list(sampler.peaks.items()):
         if pid in step_names:
@@ -154,8 +156,9 @@ def run(quick: bool = False) -> list[BenchRow]:
     return [
         BenchRow("P4", "re-materialize unchanged lineage / full run", round(rerun, 1), round(full, 1),
                  round(fraction, 3), "≤ 5% of the time", fraction <= MAX_RERUN_FRACTION if judged else None,
-                 unit="s", notes=f"{profile_note}; rerun reused {reused} training checkpoint(s); eval assets "
-                 "regenerate (no skip-when-unchanged in this branch)", seconds=round(rerun, 1)),
+                 unit="s", notes=f"{profile_note}; rerun reused {reused} training checkpoint(s) and {reused_evals} eval "
+                 "output(s); the rest is one process per step (imports) and reading stored rows",
+                 seconds=round(rerun, 1)),
         BenchRow("P5", "`make demo` wall time", round(full, 1), MAX_DEMO_SECONDS, round(full / MAX_DEMO_SECONDS, 3),
                  "≤ 600 s on 2 cores", full <= MAX_DEMO_SECONDS if judged else None, unit="s",
                  notes=f"{profile_note}; python -m pipelines.demo in fresh homes; baseline column = the limit",
