@@ -30,8 +30,8 @@ PERTURBATION_TABLE = "eval_perturbation_drops"
 def _stored_fingerprints(duckdb: DuckDBStore, table: str, column: str, where: str = "", parameters=()) -> set:
     if table not in duckdb.tables():
         return set()
-    columns = {r["name"] for r in duckdb.query(f"SELECT column_name AS name FROM information_schema.columns "
-                                                f"WHERE table_name = ?", [table])}
+    columns = {r["name"] for r in duckdb.query("SELECT column_name AS name FROM information_schema.columns "
+                                                "WHERE table_name = ?", [table])}
     if column not in columns:
         return {None}
     return {r["f"] for r in duckdb.query(f'SELECT DISTINCT "{column}" AS f FROM "{table}" {where}', list(parameters))}

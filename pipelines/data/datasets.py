@@ -161,13 +161,14 @@ def decontaminate(problems: list[Problem], eval_rows: list[dict], ngram: int) ->
     by_question = {normalize_question(r["question"]): r for r in eval_rows}
     found: dict[str, tuple[str, dict, str]] = {}
     for p in training:
+        question = normalize_question(p.question)
         if p.key in by_key:
             found[p.problem_id] = ("key", by_key[p.key], p.key)
-        elif normalize_question(p.question) in by_question:
-            found[p.problem_id] = ("question", by_question[normalize_question(p.question)], p.question)
+        elif question in by_question:
+            found[p.problem_id] = ("question", by_question[question], p.question)
     eval_by_id = {f"{r['suite']}/{r['problem_id']}": r for r in eval_rows}
     matches = find_contamination([(p.problem_id, p.question) for p in training if p.problem_id not in found],
-                                 list((item_id, r["question"]) for item_id, r in eval_by_id.items()), n=ngram)
+                                 [(item_id, r["question"]) for item_id, r in eval_by_id.items()], n=ngram)
     for match in matches:
         found.setdefault(match.train_id, ("ngram", eval_by_id[match.eval_id], match.ngram))
     report = [{"problem_id": p.problem_id, "question": p.question, "source": p.source, "source_line": p.source_line,
