@@ -17,11 +17,26 @@ def test_definitions_load_with_the_four_groups():
     assert groups["eval_report"] == "evals" and groups["reasoning_checkpoint"] == "checkpoints"
 
 
-def test_training_assets_share_the_gpu_pool():
+def test_training_and_generation_share_the_gpu_pool():
     graph = defs.resolve_asset_graph()
     pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
-    assert all(pools[name] == {"gpu"} for name in TRAINING_ASSETS)
-    assert not pools["eval_report"]
+    assert all(pools[name] == {"gpu"} for name in TRAINING_ASSETS | {"eval_base", "eval_reasoning"})
+    assert not pools["eval_report"] and not pools["eval_scores"]
+
+
+def test_steps_fork_from_a_preloaded_server():
+    """Each step is its own process, forked from a server that imported the heavy modules once. The
+    fork server skips a preload module it cannot import without a word, so a typo would silently
+    bring back the ~3 s import per step: every listed module must resolve."""
+    import importlib.util
+
+    from pipelines.executor import PRELOADED_MODULES
+
+    executor = defs.resolve_implicit_global_asset_job_def().executor_def
+    config = executor.config_schema.resolve_config({}).value["config"]
+    assert config["start_method"] == {"forkserver": {"preload_modules": list(PRELOADED_MODULES)}}
+    assert "pipelines.definitions" in PRELOADED_MODULES
+    assert [m for m in PRELOADED_MODULES if importlib.util.find_spec(m) is None] == []
 
 
 def test_lineage_order_reasoning_branch_is_think_sft_then_preferences():

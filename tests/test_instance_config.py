@@ -33,13 +33,14 @@ def test_instance_from_dagster_yaml_has_pools_retries_and_monitoring(tmp_path):
     assert storage.get_concurrency_info("gpu").slot_count == 1
 
 
-def test_training_assets_use_the_limited_pool():
+def test_model_running_assets_use_the_limited_pool():
     from pipelines.definitions import all_assets
 
     pools = {key.to_user_string(): a.op.pool for a in all_assets if isinstance(a, dg.AssetsDefinition)
              for key in a.keys}
     training = {"base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint"}
-    assert {name for name, pool in pools.items() if pool == "gpu"} == training
+    generating = {"eval_base", "eval_instruct", "eval_reasoning", "preference_dataset"}
+    assert {name for name, pool in pools.items() if pool == "gpu"} == training | generating
 
 
 def test_dagster_cli_reads_the_instance_config(tmp_path):
