@@ -1,5 +1,5 @@
-"""Batched generation (greedy or sampled): length-sorted batches, left padding, KV cache, stop tokens,
-stop strings, max tokens.
+"""Batched generation (greedy or sampled): length-sorted batches, KV cache, stop tokens, stop strings,
+max tokens; the lean decoder of ``fast_decode.py`` where the architecture allows, else ``model.generate``.
 
 Sorting prompts by length keeps padding small; results are returned in the caller's order. A row stops
 at EOS or at the first stop string (which is cut from the text, as lm-evaluation-harness does).
@@ -10,6 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipelines.evaluation.fast_decode import fast_generate, supports_fast_decode
+
+AUTO, FAST, HF = "auto", "fast", "hf"
+ENGINES = (AUTO, FAST, HF)
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,46 @@ def truncate_at_stop(text: str, stop_strings: tuple[str, ...] | list[str]) -> st
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
-             temperature: float = 0.0, seed: int = 0, stop_strings: tuple[str, ...] = ()) -> GenerationRun:
-    """Greedy when ``temperature`` is 0, else seeded sampling; one output per prompt, in prompt order."""
+             temperature: float = 0.0, seed: int = 0, stop_strings: tuple[str, ...] = (),
+             engine: str = AUTO) -> GenerationRun:
+    """Greedy when ``temperature`` is 0, else seeded sampling; one output per prompt, in prompt order.
+
+    ``engine``: ``fast`` (``fast_decode.py``: ragged prefill, in-place KV cache, finished rows leave
+    the batch), ``hf`` (``model.generate``), ``auto`` (fast where the architecture supports it).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown generation engine '{engine}', expected one of {ENGINES}")
+    if engine == FAST or (engine == AUTO and supports_fast_decode(model)):
+        return _generate_fast(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, seed, stop_strings)
+    return _generate_hf(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, seed, stop_strings)
+
+
+def _stop_ids(model) -> list[int]:
+    ids = model.generation_config.eos_token_id
+    return list(ids) if isinstance(ids, (list, tuple)) else [ids]
+
+
+def _generate_fast(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, seed, stop_strings):
+    import torch
+
+    if not supports_fast_decode(model):
+        raise ValueError(f"engine 'fast' does not support model type '{model.config.model_type}'; use 'hf'")
+    generator = torch.Generator(device=model.device).manual_seed(seed) if temperature > 0 else None
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    results: dict[int, Generation] = {}
+    started = time.perf_counter()
+    for start in range(0, len(order), batch_size):
+        batch_ids = order[start:start + batch_size]
+        outputs = fast_generate(model, tokenizer, [prompts[i] for i in batch_ids], max_new_tokens, _stop_ids(model),
+                                temperature, generator, stop_strings)
+        for index, tokens in zip(batch_ids, outputs):
+            produced = sum(token != tokenizer.pad_token_id for token in tokens)
+            text = truncate_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stop_strings)
+            results[index] = Generation(text.strip(), produced)
+    return GenerationRun([results[i] for i in range(len(prompts))], time.perf_counter() - started)
+
+
+def _generate_hf(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, seed, stop_strings):
     import torch
 
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
@@ -58,7 +101,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: dict[int, Generation] = {}
-    stop_ids = model.generation_config.eos_token_id
+    stop_ids = _stop_ids(model)
     started = time.perf_counter()
     for start in range(0, len(order), batch_size):
         batch_ids = order[start:start + batch_size]

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-GENERATION_CODE_VERSION = "generation-v2"
+GENERATION_CODE_VERSION = "generation-v3"  # v3: fast_decode.py (sampled outputs use its RNG stream)
 GRADING_CODE_VERSION = "grading-v2"
 
 

@@ -1,0 +1,124 @@
+"""The lean decoder (pipelines/evaluation/fast_decode.py) against ``model.generate`` on real models.
+
+Greedy decoding is deterministic, so the two engines must produce the same tokens: any slip in the
+ragged prefill, the in-place cache, grouped-query attention, rotary positions or row compaction
+changes the argmax somewhere within a few tokens.
+"""
+
+import pytest
+
+from pipelines.evaluation.fast_decode import supports_fast_decode
+from pipelines.evaluation.generation import generate, load_for_generation
+from pipelines.evaluation.prompts import build_prompt
+from pipelines.training.model import ModelShape, init_tiny_qwen3
+
+# Two layers, 4 query heads on 2 K/V heads: grouped-query attention with groups of 2.
+GQA_SHAPE = ModelShape(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
+                       max_positions=256)
+
+
+@pytest.fixture(scope="module")
+def gqa_model(micro_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    import torch
+
+    tokenizer = AutoTokenizer.from_pretrained(micro_tokenizer_dir, padding_side="left")
+    model = init_tiny_qwen3(GQA_SHAPE, tokenizer, seed=1)
+    # Large random weights: at the usual 0.02 scale a fresh model just repeats the prompt's last token
+    # whatever the positions or the attention do, and a broken cache would go unnoticed.
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0.0, 0.5)
+    model.eval()
+    return model, tokenizer
+
+
+def _prompts(tokenizer, problems, count=7):
+    prompts = [build_prompt("base", p.question, tokenizer) for p in problems[:count]]
+    prompts[1] += " Explain every step of the reasoning, one line at a time, before the answer."
+    prompts[4] = prompts[4][:12]  # a much shorter one: lengths vary within each batch
+    return prompts
+
+
+def _texts(run):
+    return [(g.text, g.output_tokens) for g in run.generations]
+
+
+@pytest.mark.parametrize("batch_size", [3, 8])
+def test_greedy_outputs_match_model_generate(gqa_model, micro_base, micro_problems, batch_size):
+    for model, tokenizer in (gqa_model, load_for_generation(micro_base[0])):
+        assert supports_fast_decode(model)
+        prompts = _prompts(tokenizer, micro_problems)
+        fast = generate(model, tokenizer, prompts, max_new_tokens=20, batch_size=batch_size, engine="fast")
+        reference = generate(model, tokenizer, prompts, max_new_tokens=20, batch_size=batch_size, engine="hf")
+        assert _texts(fast) == _texts(reference)
+        assert len({g.text for g in fast.generations}) > 1
+
+
+def test_rows_that_finish_leave_the_batch_without_changing_the_others(gqa_model, micro_problems):
+    """Make a token the model emits mid-output an end-of-sequence token: rows end at different steps
+    (compaction runs several times) and every row must still match model.generate's."""
+    model, tokenizer = gqa_model
+    prompts = _prompts(tokenizer, micro_problems)
+    free = generate(model, tokenizer, prompts, max_new_tokens=20, batch_size=8, engine="hf")
+    first_tokens = [tokenizer(g.text, add_special_tokens=False)["input_ids"] for g in free.generations]
+    counts = {}
+    for tokens in first_tokens:
+        for token in set(tokens[2:12]):
+            counts[token] = counts.get(token, 0) + 1
+    stop_token = max(counts, key=counts.get)  # appears in the middle of the most rows
+    original = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [stop_token]
+    try:
+        fast = generate(model, tokenizer, prompts, max_new_tokens=20, batch_size=8, engine="fast")
+        reference = generate(model, tokenizer, prompts, max_new_tokens=20, batch_size=8, engine="hf")
+    finally:
+        model.generation_config.eos_token_id = original
+    assert _texts(fast) == _texts(reference)
+    lengths = {g.output_tokens for g in fast.generations}
+    assert len(lengths) > 1 and min(lengths) < 20  # rows really ended early, at different steps
+
+
+def test_stop_strings_end_rows_and_leave_the_others_alone(gqa_model, micro_problems):
+    """Stop strings are looked for in the output only (as lm-evaluation-harness does; model.generate
+    also matches one that starts inside the prompt, so the two engines are not compared here)."""
+    from pipelines.evaluation.generation import truncate_at_stop
+
+    model, tokenizer = gqa_model
+    prompts = _prompts(tokenizer, micro_problems)
+    free = generate(model, tokenizer, prompts, 20, 8, engine="fast")
+    stop = free.generations[1].text[5:7]
+    stopped = generate(model, tokenizer, prompts, 20, 8, stop_strings=(stop,), engine="fast")
+    for before, after in zip(free.generations, stopped.generations):
+        assert after.text == truncate_at_stop(before.text, (stop,)).strip()
+        assert (after.output_tokens < before.output_tokens) == (stop in before.text)
+    assert stopped.generations[1].output_tokens < 20
+
+
+def test_sampling_is_seeded(gqa_model, micro_problems):
+    model, tokenizer = gqa_model
+    prompts = _prompts(tokenizer, micro_problems)
+    first, again, other = (generate(model, tokenizer, prompts, 16, 4, temperature=1.0, seed=seed, engine="fast")
+                           for seed in (5, 5, 6))
+    assert _texts(first) == _texts(again)
+    assert _texts(first) != _texts(other)
+    greedy = generate(model, tokenizer, prompts, 16, 4, engine="fast")
+    assert _texts(first) != _texts(greedy)
+
+
+def test_other_architectures_fall_back_to_model_generate(micro_tokenizer_dir):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(micro_tokenizer_dir, padding_side="left")
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2,
+                                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    model.eval()
+    assert not supports_fast_decode(model)
+    run = generate(model, tokenizer, ["Question: 2 + 3?\nAnswer:"], 6, 1)  # auto: model.generate
+    assert run.generations[0].output_tokens == 6
+    with pytest.raises(ValueError, match="does not support model type 'gpt2'"):
+        generate(model, tokenizer, ["Question: 2 + 3?\nAnswer:"], 6, 1, engine="fast")
+    with pytest.raises(ValueError, match="unknown generation engine"):
+        generate(model, tokenizer, ["x"], 6, 1, engine="vllm")
