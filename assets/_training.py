@@ -16,7 +16,7 @@ import dagster as dg
 
 from assets._metadata import mlflow_metadata
 from pipelines.training.job import LoraSettings, TrainJob
-from pipelines.training.plots import loss_curve_png, png_markdown
+from pipelines.training.plots import loss_curve_png, png_markdown, start_loading_in_background
 from pipelines.training.recipes import TrainingSummary
 from resources import CheckpointStore, MLflowTracking, TrainingLauncher
 
@@ -125,6 +125,7 @@ def train_stages(context: dg.AssetExecutionContext, name: str, start_dir: Path |
     work_root = Path(launcher.work_root) / name / fingerprint
 
     def build(staging: Path, run) -> list[TrainingSummary]:
+        start_loading_in_background()  # the loss plot's library, while the subprocess trains
         summaries, model_dir = [], start_dir
         for index, job in enumerate(stages):
             stage = job.stage_name

@@ -29,6 +29,17 @@ class ProgressCallback(TrainerCallback):
                    f"eta {eta:.0f}s")
 
 
+class SkipFinalCheckpoint(TrainerCallback):
+    """The Trainer also checkpoints the last step; the recipe saves the finished model right after, so
+    that checkpoint (weights and optimizer state) would be written only to be deleted at publish.
+    Periodic checkpoints (``save_steps``) are kept: they are what a crashed run resumes from."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_save = False
+        return control
+
+
 class MlflowStepCallback(TrainerCallback):
     """Per-step training and system metrics into the run the Dagster resource opened (rank 0 only)."""
 

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 
 
-def loss_curve_png(curves: dict[str, list[tuple[int, float]]], title: str) -> bytes:
+def start_loading_in_background() -> threading.Thread:
+    """Import matplotlib (~1 s) on a side thread while training runs, not after it (imports are
+    thread-safe: ``loss_curve_png`` waits for this one if it has not finished)."""
+    loader = threading.Thread(target=_import_pyplot, name="matplotlib-import", daemon=True)
+    loader.start()
+    return loader
+
+
+def _import_pyplot() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
+def loss_curve_png(curves: dict[str, list[tuple[int, float]]], title: str) -> bytes:
+    _import_pyplot()
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 3.2), dpi=100)

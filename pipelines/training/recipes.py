@@ -105,6 +105,9 @@ def latest_checkpoint(work_dir: Path) -> Path | None:
 
 
 def _fit(trainer, work_dir: Path) -> int:
+    from pipelines.training.callbacks import SkipFinalCheckpoint
+
+    trainer.add_callback(SkipFinalCheckpoint())
     resume = latest_checkpoint(work_dir)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return int(resume.name.split("-")[1]) if resume else 0

@@ -43,6 +43,18 @@ def test_standalone_run_writes_a_loadable_model_and_summary(tmp_path, micro_base
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")
 
 
+def test_periodic_checkpoints_are_kept_but_the_final_step_is_saved_only_as_the_model(
+        tmp_path, micro_base, micro_problems):
+    """The Trainer would checkpoint step 6 too; the finished model is saved right after, so it does not."""
+    job = _job(tmp_path, micro_base[0], micro_problems, steps=6, save_steps=4)
+    process = _start(job.save(tmp_path / "job.json"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    assert sorted(p.name for p in (tmp_path / "work").glob("checkpoint-*")) == ["checkpoint-4"]
+    assert json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())["steps"] == 6
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+
+
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, micro_base, micro_problems):
     total_steps = 400
     job = _job(tmp_path, micro_base[0], micro_problems, steps=total_steps, save_steps=10)
