@@ -37,7 +37,7 @@ def supports_fast_decode(model) -> bool:
 
 @dataclass
 class _Batch:
-    """The decoding state of the rows still running: KV caches, positions, generated tokens."""
+    """The decoding state of the rows still running: their KV caches and how many tokens each holds."""
 
     keys: list  # per layer (rows, kv_heads, capacity, head_dim)
     values: list
@@ -170,7 +170,9 @@ def fast_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, sto
     if max_new_tokens <= 0:
         return outputs
     stops = torch.tensor(sorted(set(stop_ids)), device=model.device)
-    tail = max((len(s) for s in stop_strings), default=0) + 1  # a token is at least one character
+    # A token holds at least one byte: this many last tokens hold any stop string that just completed,
+    # plus the rest of a multi-byte character split before it.
+    tail = max((len(s.encode()) for s in stop_strings), default=0) + 4
     with torch.inference_mode():
         batch, logits = _prefill(model, encoded, capacity, tokenizer.pad_token_id or 0)
         for step in range(max_new_tokens):
@@ -178,9 +180,8 @@ def fast_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, sto
             finished = torch.isin(chosen, stops)
             for position, (row, token) in enumerate(zip(batch.rows, chosen.tolist())):
                 outputs[row].append(token)
-                if stop_strings and not finished[position] and any(
-                        stop in tokenizer.decode(outputs[row][-tail:], skip_special_tokens=True)
-                        for stop in stop_strings):
+                if stop_strings and not finished[position] and _completes_stop(tokenizer, outputs[row], stop_strings,
+                                                                               tail):
                     finished[position] = True
             if step == max_new_tokens - 1 or bool(finished.all()):
                 break
@@ -196,6 +197,16 @@ def fast_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, sto
     for row, index in enumerate(order):
         in_prompt_order[index] = outputs[row]
     return in_prompt_order
+
+
+def _completes_stop(tokenizer, tokens: list[int], stop_strings: tuple[str, ...], tail: int) -> bool:
+    """A stop string is in the output text. The last tokens are a cheap filter; a hit is confirmed on
+    the whole text, since decoding from inside a multi-byte character can invent one."""
+    recent = tokenizer.decode(tokens[-tail:], skip_special_tokens=True)
+    if not any(stop in recent for stop in stop_strings):
+        return False
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    return any(stop in text for stop in stop_strings)
 
 
 def _length_groups(lengths) -> list:

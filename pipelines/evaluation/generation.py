@@ -60,6 +60,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown generation engine '{engine}', expected one of {ENGINES}")
+    stop_strings = tuple(stop for stop in stop_strings if stop)  # "" would stop every row at once
     if engine == FAST or (engine == AUTO and supports_fast_decode(model)):
         return _generate_fast(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, seed, stop_strings)
     return _generate_hf(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, seed, stop_strings)
@@ -67,7 +68,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
 
 def _stop_ids(model) -> list[int]:
     ids = model.generation_config.eos_token_id
-    return list(ids) if isinstance(ids, (list, tuple)) else [ids]
+    return [i for i in (ids if isinstance(ids, (list, tuple)) else [ids]) if i is not None]
 
 
 def _generate_fast(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, seed, stop_strings):
@@ -108,7 +109,8 @@ def _generate_hf(model, tokenizer, prompts, max_new_tokens, batch_size, temperat
         encoded = tokenizer([prompts[i] for i in batch_ids], return_tensors="pt", padding=True,
                             add_special_tokens=False)
         with torch.inference_mode():
-            output = model.generate(**encoded, max_new_tokens=max_new_tokens, **sampling, use_cache=True, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
+            output = model.generate(**encoded, max_new_tokens=max_new_tokens, **sampling, use_cache=True,
+                                    eos_token_id=stop_ids or None, pad_token_id=tokenizer.pad_token_id)
         new_tokens = output[:, encoded["input_ids"].shape[1]:]
         for row, index in enumerate(batch_ids):
             tokens = new_tokens[row]

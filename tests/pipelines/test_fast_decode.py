@@ -5,9 +5,11 @@ ragged prefill, the in-place cache, grouped-query attention, rotary positions or
 changes the argmax somewhere within a few tokens.
 """
 
+from collections import Counter
+
 import pytest
 
-from pipelines.evaluation.fast_decode import supports_fast_decode
+from pipelines.evaluation.fast_decode import fast_generate, supports_fast_decode
 from pipelines.evaluation.generation import generate, load_for_generation
 from pipelines.evaluation.prompts import build_prompt
 from pipelines.training.model import ModelShape, init_tiny_qwen3
@@ -17,22 +19,29 @@ GQA_SHAPE = ModelShape(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2
                        max_positions=256)
 
 
-@pytest.fixture(scope="module")
-def gqa_model(micro_tokenizer_dir):
-    from transformers import AutoTokenizer
-
+def _chaotic(model):
+    """Large random weights: at the usual 0.02 scale a fresh model just repeats the prompt's last token
+    whatever the positions or the attention do, and a broken cache would go unnoticed."""
     import torch
 
-    tokenizer = AutoTokenizer.from_pretrained(micro_tokenizer_dir, padding_side="left")
-    model = init_tiny_qwen3(GQA_SHAPE, tokenizer, seed=1)
-    # Large random weights: at the usual 0.02 scale a fresh model just repeats the prompt's last token
-    # whatever the positions or the attention do, and a broken cache would go unnoticed.
+    torch.manual_seed(1)
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.dim() > 1:
                 parameter.normal_(0.0, 0.5)
-    model.eval()
-    return model, tokenizer
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(micro_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(micro_tokenizer_dir, padding_side="left")
+
+
+@pytest.fixture(scope="module")
+def gqa_model(tokenizer):
+    return _chaotic(init_tiny_qwen3(GQA_SHAPE, tokenizer, seed=1)), tokenizer
 
 
 def _prompts(tokenizer, problems, count=7):
@@ -57,18 +66,32 @@ def test_greedy_outputs_match_model_generate(gqa_model, micro_base, micro_proble
         assert len({g.text for g in fast.generations}) > 1
 
 
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_the_other_supported_architectures_match_model_generate(tokenizer, micro_problems, architecture):
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    config_class, model_class = {"llama": (LlamaConfig, LlamaForCausalLM),
+                                 "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[architecture]
+    config = config_class(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    model = _chaotic(model_class(config))
+    assert supports_fast_decode(model)
+    prompts = _prompts(tokenizer, micro_problems)
+    fast = generate(model, tokenizer, prompts, max_new_tokens=16, batch_size=4, engine="fast")
+    reference = generate(model, tokenizer, prompts, max_new_tokens=16, batch_size=4, engine="hf")
+    assert _texts(fast) == _texts(reference)
+    assert len({g.text for g in fast.generations}) > 1
+
+
 def test_rows_that_finish_leave_the_batch_without_changing_the_others(gqa_model, micro_problems):
     """Make a token the model emits mid-output an end-of-sequence token: rows end at different steps
     (compaction runs several times) and every row must still match model.generate's."""
     model, tokenizer = gqa_model
     prompts = _prompts(tokenizer, micro_problems)
-    free = generate(model, tokenizer, prompts, max_new_tokens=20, batch_size=8, engine="hf")
-    first_tokens = [tokenizer(g.text, add_special_tokens=False)["input_ids"] for g in free.generations]
-    counts = {}
-    for tokens in first_tokens:
-        for token in set(tokens[2:12]):
-            counts[token] = counts.get(token, 0) + 1
-    stop_token = max(counts, key=counts.get)  # appears in the middle of the most rows
+    free = fast_generate(model, tokenizer, prompts, 20, stop_ids=[])
+    counts = Counter(token for tokens in free for token in set(tokens[2:12]))
+    stop_token = counts.most_common(1)[0][0]  # appears in the middle of the most rows
     original = model.generation_config.eos_token_id
     model.generation_config.eos_token_id = [stop_token]
     try:
@@ -89,12 +112,13 @@ def test_stop_strings_end_rows_and_leave_the_others_alone(gqa_model, micro_probl
     model, tokenizer = gqa_model
     prompts = _prompts(tokenizer, micro_problems)
     free = generate(model, tokenizer, prompts, 20, 8, engine="fast")
-    stop = free.generations[1].text[5:7]
-    stopped = generate(model, tokenizer, prompts, 20, 8, stop_strings=(stop,), engine="fast")
+    row = max(range(len(prompts)), key=lambda index: len(free.generations[index].text))
+    stop = free.generations[row].text[5:7]
+    stopped = generate(model, tokenizer, prompts, 20, 8, stop_strings=(stop, ""), engine="fast")
     for before, after in zip(free.generations, stopped.generations):
         assert after.text == truncate_at_stop(before.text, (stop,)).strip()
         assert (after.output_tokens < before.output_tokens) == (stop in before.text)
-    assert stopped.generations[1].output_tokens < 20
+    assert stopped.generations[row].output_tokens < free.generations[row].output_tokens
 
 
 def test_sampling_is_seeded(gqa_model, micro_problems):
@@ -108,10 +132,9 @@ def test_sampling_is_seeded(gqa_model, micro_problems):
     assert _texts(first) != _texts(greedy)
 
 
-def test_other_architectures_fall_back_to_model_generate(micro_tokenizer_dir):
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+def test_other_architectures_fall_back_to_model_generate(tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    tokenizer = AutoTokenizer.from_pretrained(micro_tokenizer_dir, padding_side="left")
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2,
                                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
     model.eval()
