@@ -47,7 +47,7 @@ demo: setup
 test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest tests
 
-## Performance benchmarks (issue #6): ratios vs baselines measured in the same run; ~25 min on 2 cores.
+## Performance benchmarks (issue #6): ratios vs baselines measured in the same run; ~15 min on 2 cores.
 ## Prints the table and writes benchmarks/results/latest.{json,md}. BENCH_ARGS="--only P2,P3" or "--quick".
 $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[bench]"
