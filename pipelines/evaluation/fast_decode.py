@@ -24,7 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FAST_DECODE_MODEL_TYPES = ("qwen3", "qwen2", "llama")
-PREFILL_TOKENS_PER_CHUNK = 4096  # right-padded prefill chunks: big enough for efficient matmuls
+# Tokens per right-padded prefill chunk. On CPU small chunks win, their activations stay in cache
+# (2 cores, 128 GSM8K prompts: 1024 → 1.9 s, 4096 → 2.4 s, 16384 → 3.1 s); GPUs want large matmuls.
+PREFILL_CHUNK_TOKENS = {"cpu": 1024}
+PREFILL_CHUNK_TOKENS_ACCELERATOR = 16384
 DECODE_LENGTH_GROUPS = 4  # decode attention per group of similar-length rows: less masked-out reading
 
 
@@ -114,10 +117,11 @@ def _prefill(model, prompts: list[list[int]], capacity: int, pad_id: int):
     lengths = torch.tensor([len(p) for p in prompts], device=device)
     last_logits = [None] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    budget = PREFILL_CHUNK_TOKENS.get(device.type, PREFILL_CHUNK_TOKENS_ACCELERATOR)
     start = 0
     while start < len(order):
         end = start + 1  # grow the chunk while its padded size stays within the token budget
-        while end < len(order) and (end + 1 - start) * len(prompts[order[end]]) <= PREFILL_TOKENS_PER_CHUNK:
+        while end < len(order) and (end + 1 - start) * len(prompts[order[end]]) <= budget:
             end += 1
         chunk = order[start:end]
         width = len(prompts[chunk[-1]])

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from pipelines.evaluation import fast_decode
 from pipelines.evaluation.fast_decode import fast_generate, supports_fast_decode
 from pipelines.evaluation.generation import generate, load_for_generation
 from pipelines.evaluation.prompts import build_prompt
@@ -55,8 +56,11 @@ def _texts(run):
     return [(g.text, g.output_tokens) for g in run.generations]
 
 
-@pytest.mark.parametrize("batch_size", [3, 8])
-def test_greedy_outputs_match_model_generate(gqa_model, micro_base, micro_problems, batch_size):
+@pytest.mark.parametrize("batch_size, chunk_tokens", [(3, 1024), (8, 1024), (8, 64)])
+def test_greedy_outputs_match_model_generate(gqa_model, micro_base, micro_problems, batch_size, chunk_tokens,
+                                             monkeypatch):
+    """64-token prefill chunks: every batch is prefilled in several chunks of one or two prompts."""
+    monkeypatch.setitem(fast_decode.PREFILL_CHUNK_TOKENS, "cpu", chunk_tokens)
     for model, tokenizer in (gqa_model, load_for_generation(micro_base[0])):
         assert supports_fast_decode(model)
         prompts = _prompts(tokenizer, micro_problems)
