@@ -5,7 +5,7 @@ per-step MLflow metrics and resumable checkpoints, publish, loss plot), timed fr
 return. The baseline is ``benchmarks/plain_trl_pretrain.py`` as a subprocess, timed the same way
 (interpreter start and imports included for both). Upstream assets (raw data, tokenizer) are
 materialized first, untimed, in a fresh home per round; rounds alternate DAG and plain runs and the
-best of each counts (the machine is shared, single runs vary by ±10%). Both count the tokens TRL reports; the ratio is of tokens per wall second.
+best of each counts (the machine is shared: single runs vary by ±10%). Both count the tokens TRL reports; the ratio is of tokens per wall second.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 class TrainingBench:
     profile: str = "tiny"
     max_steps: int = 120
-    repeats: int = 2  # rounds of (DAG, plain) on fresh inputs; the best wall time of each counts
+    repeats: int = 3  # rounds of (DAG, plain) on fresh inputs; the best wall time of each counts
 
 
 QUICK = TrainingBench(profile="smoke", max_steps=6, repeats=1)
