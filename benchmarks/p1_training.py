@@ -5,7 +5,8 @@ per-step MLflow metrics and resumable checkpoints, publish, loss plot), timed fr
 return. The baseline is ``benchmarks/plain_trl_pretrain.py`` as a subprocess, timed the same way
 (interpreter start and imports included for both). Upstream assets (raw data, tokenizer) are
 materialized first, untimed, in a fresh home per round; rounds alternate DAG and plain runs and the
-best of each counts (the machine is shared: single runs vary by ±10%). Both count the tokens TRL reports; the ratio is of tokens per wall second.
+best of each counts (the machine is shared: single runs vary by ±10%). Both count the tokens TRL
+reports; the ratio is of tokens per wall second.
 """
 
 from __future__ import annotations
