@@ -105,7 +105,8 @@ def _forward(model, tokens, positions, keys, values, write_positions=None, atten
 
 
 def _prefill(model, prompts: list[list[int]], capacity: int, pad_id: int):
-    """Caches for every prompt and the logits of each prompt's last token, in length-sorted chunks."""
+    """Caches for every prompt and the logits of each prompt's last token. ``prompts`` are sorted by
+    length, so consecutive prompts make chunks with little padding."""
     import torch
 
     config, device = model.config, model.device
@@ -115,31 +116,27 @@ def _prefill(model, prompts: list[list[int]], capacity: int, pad_id: int):
     keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in model.model.layers]
     values = [torch.zeros(shape, dtype=dtype, device=device) for _ in model.model.layers]
     lengths = torch.tensor([len(p) for p in prompts], device=device)
-    last_logits = [None] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    last_logits = []
     budget = PREFILL_CHUNK_TOKENS.get(device.type, PREFILL_CHUNK_TOKENS_ACCELERATOR)
     start = 0
-    while start < len(order):
+    while start < len(prompts):
         end = start + 1  # grow the chunk while its padded size stays within the token budget
-        while end < len(order) and (end + 1 - start) * len(prompts[order[end]]) <= budget:
+        while end < len(prompts) and (end + 1 - start) * len(prompts[end]) <= budget:
             end += 1
-        chunk = order[start:end]
-        width = len(prompts[chunk[-1]])
-        tokens = torch.full((len(chunk), width), pad_id, dtype=torch.long, device=device)
-        for row, index in enumerate(chunk):
-            tokens[row, :len(prompts[index])] = torch.tensor(prompts[index], device=device)
-        positions = torch.arange(width, device=device).expand(len(chunk), width)
+        width = len(prompts[end - 1])
+        tokens = torch.full((end - start, width), pad_id, dtype=torch.long, device=device)
+        for row, prompt in enumerate(prompts[start:end]):
+            tokens[row, :len(prompt)] = torch.tensor(prompt, device=device)
+        positions = torch.arange(width, device=device).expand(end - start, width)
         computed: list = []
         hidden = _forward(model, tokens, positions, computed, None, prefill=True)
-        rows = torch.tensor(chunk, device=device)
         for layer, (key, value) in enumerate(computed):  # padding K/V stays masked until overwritten
-            keys[layer][rows, :, :width] = key
-            values[layer][rows, :, :width] = value
-        last = hidden[torch.arange(len(chunk), device=device), lengths[rows] - 1]
-        for row, logits in zip(chunk, model.lm_head(last)):
-            last_logits[row] = logits
+            keys[layer][start:end, :, :width] = key
+            values[layer][start:end, :, :width] = value
+        last = hidden[torch.arange(end - start, device=device), lengths[start:end] - 1]
+        last_logits.append(model.lm_head(last))
         start = end
-    return _Batch(keys, values, lengths, list(range(len(prompts)))), torch.stack(last_logits)
+    return _Batch(keys, values, lengths, list(range(len(prompts)))), torch.cat(last_logits)
 
 
 def _choose(logits, temperature: float, generator):

@@ -60,10 +60,22 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown generation engine '{engine}', expected one of {ENGINES}")
+    if engine == FAST and not supports_fast_decode(model):
+        raise ValueError(f"engine 'fast' does not support model type '{model.config.model_type}'; use 'hf'")
     stop_strings = tuple(stop for stop in stop_strings if stop)  # "" would stop every row at once
-    if engine == FAST or (engine == AUTO and supports_fast_decode(model)):
-        return _generate_fast(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, seed, stop_strings)
-    return _generate_hf(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, seed, stop_strings)
+    use_fast = engine == FAST or (engine == AUTO and supports_fast_decode(model))
+    decode_batch = (_fast_decoder if use_fast else _hf_decoder)(model, tokenizer, max_new_tokens, temperature, seed,
+                                                                 stop_strings)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    results: dict[int, Generation] = {}
+    started = time.perf_counter()
+    for start in range(0, len(order), batch_size):
+        batch_ids = order[start:start + batch_size]
+        for index, tokens in zip(batch_ids, decode_batch([prompts[i] for i in batch_ids])):
+            produced = sum(token != tokenizer.pad_token_id for token in tokens)
+            text = truncate_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stop_strings)
+            results[index] = Generation(text.strip(), produced)
+    return GenerationRun([results[i] for i in range(len(prompts))], time.perf_counter() - started)
 
 
 def _stop_ids(model) -> list[int]:
@@ -71,50 +83,32 @@ def _stop_ids(model) -> list[int]:
     return [i for i in (ids if isinstance(ids, (list, tuple)) else [ids]) if i is not None]
 
 
-def _generate_fast(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, seed, stop_strings):
+def _fast_decoder(model, tokenizer, max_new_tokens, temperature, seed, stop_strings):
+    """prompts -> new token ids per prompt, with ``fast_decode.py``."""
     import torch
 
-    if not supports_fast_decode(model):
-        raise ValueError(f"engine 'fast' does not support model type '{model.config.model_type}'; use 'hf'")
     generator = torch.Generator(device=model.device).manual_seed(seed) if temperature > 0 else None
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    results: dict[int, Generation] = {}
-    started = time.perf_counter()
-    for start in range(0, len(order), batch_size):
-        batch_ids = order[start:start + batch_size]
-        outputs = fast_generate(model, tokenizer, [prompts[i] for i in batch_ids], max_new_tokens, _stop_ids(model),
-                                temperature, generator, stop_strings)
-        for index, tokens in zip(batch_ids, outputs):
-            produced = sum(token != tokenizer.pad_token_id for token in tokens)
-            text = truncate_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stop_strings)
-            results[index] = Generation(text.strip(), produced)
-    return GenerationRun([results[i] for i in range(len(prompts))], time.perf_counter() - started)
+    stop_ids = _stop_ids(model)
+    return lambda batch: fast_generate(model, tokenizer, batch, max_new_tokens, stop_ids, temperature, generator,
+                                       stop_strings)
 
 
-def _generate_hf(model, tokenizer, prompts, max_new_tokens, batch_size, temperature, seed, stop_strings):
+def _hf_decoder(model, tokenizer, max_new_tokens, temperature, seed, stop_strings):
+    """prompts -> new token ids per prompt (padded after a row's end), with ``model.generate``."""
     import torch
 
     sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
-    if stop_strings:  # stops each row early inside generate(); the text is cut below
+    if stop_strings:  # stops each row early inside generate(); the text is cut afterwards
         sampling |= {"stop_strings": list(stop_strings), "tokenizer": tokenizer}
     if temperature > 0:
         torch.manual_seed(seed)
-
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    results: dict[int, Generation] = {}
     stop_ids = _stop_ids(model)
-    started = time.perf_counter()
-    for start in range(0, len(order), batch_size):
-        batch_ids = order[start:start + batch_size]
-        encoded = tokenizer([prompts[i] for i in batch_ids], return_tensors="pt", padding=True,
-                            add_special_tokens=False)
+
+    def decode(batch: list[str]) -> list[list[int]]:
+        encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.inference_mode():
             output = model.generate(**encoded, max_new_tokens=max_new_tokens, **sampling, use_cache=True,
                                     eos_token_id=stop_ids or None, pad_token_id=tokenizer.pad_token_id)
-        new_tokens = output[:, encoded["input_ids"].shape[1]:]
-        for row, index in enumerate(batch_ids):
-            tokens = new_tokens[row]
-            produced = int((tokens != tokenizer.pad_token_id).sum())
-            text = truncate_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stop_strings)
-            results[index] = Generation(text.strip(), produced)
-    return GenerationRun([results[i] for i in range(len(prompts))], time.perf_counter() - started)
+        return output[:, encoded["input_ids"].shape[1]:].tolist()
+
+    return decode

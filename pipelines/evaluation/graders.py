@@ -66,7 +66,8 @@ def math_verify_batch(items: Sequence[tuple[str, str]], workers: int = 2) -> lis
     """
     import math_verify  # noqa: F401
 
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("fork")) as pool:
+    workers = max(1, workers)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
         return list(pool.map(_math_verify_one, items, chunksize=max(1, min(64, len(items) // (workers * 16)))))
 
 
