@@ -1,10 +1,12 @@
-"""P3: decontamination of 1M training rows against 10k eval items, DuckDB join vs plain Python.
+"""P3: decontamination of 1M training rows against 10k eval items, our n-gram index vs plain Python.
 
 Eval items: every GSM8K question (train + test, 8,792) topped up with domain-shift template questions.
 Training rows: template questions (other templates than the eval ones) with a share of eval items
 planted in them, verbatim or disguised (case, whitespace, punctuation), so there is something to find.
 The Python baseline runs on a slice of the training rows and is extrapolated linearly when the slice
-is smaller than the whole (its cost is linear in training rows once the eval index is built).
+is smaller than the whole (its cost is linear in training rows once the eval index is built). Both run
+in interleaved rounds and the best round of each counts: the first call in a process also pays for
+fresh memory pages, which on this shared VM is a large and variable share of a one-second job.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ class DecontaminationBench:
     planted_fraction: float = 0.001  # training rows that carry an eval item
     baseline_rows: int = 100_000  # the Python baseline's slice (extrapolated to train_rows)
     naive_rows: int = 200  # the naive all-pairs version's slice, for context in the notes
+    repeats: int = 2  # interleaved ours/baseline rounds; the best of each counts
     ngram_size: int = DEFAULT_NGRAM_SIZE
     max_operand: int = 100
     seed: int = 0
 
 
-QUICK = DecontaminationBench(train_rows=20_000, eval_items=1_000, baseline_rows=20_000, naive_rows=50)
+QUICK = DecontaminationBench(train_rows=20_000, eval_items=1_000, baseline_rows=20_000, naive_rows=50, repeats=1)
 
 
 def build_inputs(bench: DecontaminationBench) -> tuple[list[tuple[str, str]], list[tuple[str, str]], int]:
@@ -65,13 +68,14 @@ def run(quick: bool = False) -> BenchRow:
     bench = QUICK if quick else DecontaminationBench()
     started = time.perf_counter()
     train, evals, planted = build_inputs(bench)
-    ours_started = time.perf_counter()
-    matches = find_contamination(train, evals, bench.ngram_size)
-    ours = time.perf_counter() - ours_started
     baseline_slice = train[:bench.baseline_rows]
-    baseline_started = time.perf_counter()
-    baseline_matches = python_matches(baseline_slice, evals, bench.ngram_size)
-    baseline_measured = time.perf_counter() - baseline_started
+    ours_rounds, baseline_rounds = [], []
+    for _ in range(bench.repeats):
+        seconds, matches = timed(find_contamination, train, evals, bench.ngram_size)
+        ours_rounds.append(seconds)
+        seconds, baseline_matches = timed(python_matches, baseline_slice, evals, bench.ngram_size)
+        baseline_rounds.append(seconds)
+    ours, baseline_measured = min(ours_rounds), min(baseline_rounds)
     baseline = baseline_measured * len(train) / len(baseline_slice)
     naive_seconds, _ = timed(naive_pairs, train[:bench.naive_rows], evals, bench.ngram_size)
     naive = naive_seconds * len(train) / bench.naive_rows
@@ -80,7 +84,8 @@ def run(quick: bool = False) -> BenchRow:
              == {(m.train_id, m.eval_id) for m in baseline_matches})
     flagged = len({m.train_id for m in matches})
     speedup = baseline / ours
-    notes = (f"DuckDB {ours:.1f}s; Python index baseline {baseline_measured:.1f}s on {len(baseline_slice):,} rows"
+    notes = (f"ours {ours:.2f}s (rounds {', '.join(f'{t:.2f}' for t in ours_rounds)}); Python index baseline "
+             f"{baseline_measured:.1f}s on {len(baseline_slice):,} rows (best of {bench.repeats})"
              + (f", ×{len(train) / len(baseline_slice):.0f} extrapolated" if len(baseline_slice) < len(train) else "")
              + f"; naive all-pairs Python ≈{naive:,.0f}s (from {bench.naive_rows} rows, {naive / ours:,.0f}× ours)"
              + f"; n={bench.ngram_size}; {planted:,} planted, {flagged:,} rows flagged; results agree: {agree}")

@@ -10,24 +10,31 @@ words, numbers included, rarely occur in two different human-written problems. T
 one template share their wording by construction, so two different template problems can share an
 8-gram of boilerplate; raise ``n`` for such data, or look at the reported n-gram.
 
-The join runs in DuckDB, set-based: both sides become (id, position, hash of the n-gram) tables, they
-are joined on the hash, and only the hash matches are turned back into text and compared exactly (a
-64-bit hash collision never produces a false match). ``python_matches`` computes the same result in
+Matching works on hashes and confirms on text: every eval n-gram's 64-bit hash is indexed, training
+texts are turned into n-gram hashes slice by slice (``word_ngrams``: numpy over the texts' bytes, on all
+cores, no Python object per word) and probed against the index, and only the hash hits are compared as
+words, so a hash collision never produces a false match. ``python_matches`` computes the same result in
 plain Python; it is the reference the tests and the benchmark compare against.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from operator import itemgetter
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
+from pipelines.data.ngram_index import EvalNgramIndex
+from pipelines.data.word_ngrams import all_text_words, text_slices
+
 DEFAULT_NGRAM_SIZE = 8
-_WORD = re.compile(r"[^\W_]+")  # letters and digits (Unicode), as DuckDB's [\p{L}\p{N}]+
-_SQL_NON_WORD = r"[^\p{L}\p{N}]+"
+_WORD = re.compile(r"[^\W_]+")  # letters and digits (Unicode), as Arrow's (RE2) [\p{L}\p{N}]+
 
 
 @dataclass(frozen=True)
@@ -68,74 +75,52 @@ def python_matches(train_rows: Iterable[tuple[str, str]], eval_items: Iterable[t
     return matches
 
 
-def _words_sql(column: str) -> str:
-    """Normalised words of ``column`` as a DuckDB list (same rule as ``normalized_words``)."""
-    return f"string_split(trim(regexp_replace(lower({column}), '{_SQL_NON_WORD}', ' ', 'g')), ' ')"
-
-
-def _ngram_hashes_sql(source: str, n: int) -> str:
-    """(id, pos, h) for every word n-gram of ``source`` (a relation with id, text).
-
-    Words are hashed once, then each n-gram's hash is the hash of its list of word hashes: slicing
-    integer lists is about 3× cheaper than slicing lists of strings, and matches are verified as text.
-    """
-    return f"""
-        SELECT id, unnest(range(1, len(hashes) + 1)) AS pos, unnest(hashes) AS h
-        FROM (SELECT id, list_transform(range(1, len(word_hashes) - {n} + 2),
-                                        lambda p: hash(list_slice(word_hashes, p, p + {n} - 1))) AS hashes
-              FROM (SELECT id, list_transform(w, lambda x: hash(x)) AS word_hashes
-                    FROM (SELECT CAST(id AS VARCHAR) AS id, {_words_sql('text')} AS w FROM {source})
-                    WHERE len(w) >= {n} AND w[1] <> ''))
-    """
+def matching_rows(train_texts: pa.Array | pa.ChunkedArray, eval_texts: pa.Array | pa.ChunkedArray,
+                  n: int = DEFAULT_NGRAM_SIZE, threads: int | None = None) -> list[tuple[int, int, str]]:
+    """(training row, eval row, first shared n-gram) for every pair of Arrow texts sharing an n-gram.
+    Training texts are probed against the eval index slice by slice, on ``threads`` threads (default:
+    all CPUs)."""
+    if n < 1:
+        raise ValueError(f"n-gram size must be at least 1, got {n}")
+    index = EvalNgramIndex(all_text_words(eval_texts, threads), n)
+    with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
+        hits = list(pool.map(lambda item: index.probe(*item), text_slices(train_texts)))
+    words = {row: row_words for hit in hits for row, row_words in hit.train_words.items()}
+    return [(train_row, eval_row, " ".join(words[train_row][position:position + n]))
+            for hit in hits for train_row, eval_row, position in zip(hit.train_rows.tolist(), hit.eval_rows.tolist(),
+                                                                      hit.train_positions.tolist())]
 
 
 def duckdb_matches(connection: duckdb.DuckDBPyConnection, train_source: str, eval_source: str,
-                   n: int = DEFAULT_NGRAM_SIZE) -> list[Match]:
+                   n: int = DEFAULT_NGRAM_SIZE, threads: int | None = None) -> list[Match]:
     """Matches between two relations with columns ``(id, text)`` (table names or ``(SELECT …)``) on
-    ``connection``; the lineage's own tables can be checked in place without leaving DuckDB.
+    ``connection``: the lineage's own tables are read as Arrow, without a round trip through Python."""
+    train_ids, train_texts = _id_and_text(connection, train_source)
+    eval_ids, eval_texts = _id_and_text(connection, eval_source)
+    rows = matching_rows(train_texts, eval_texts, n, threads)
+    train_id_of = train_ids.take(pa.array([train_row for train_row, _, _ in rows], pa.int64())).to_pylist()
+    eval_id_of = eval_ids.take(pa.array([eval_row for _, eval_row, _ in rows], pa.int64())).to_pylist()
+    return _sorted(Match(train_id, eval_id, gram) for train_id, eval_id, (_, _, gram)
+                   in zip(train_id_of, eval_id_of, rows))
 
-    Only hashes cross the join (the eval side is the small build side); the few candidate pairs are then
-    re-tokenised and their n-grams compared as text, so a hash collision cannot produce a match.
-    """
-    if n < 1:
-        raise ValueError(f"n-gram size must be at least 1, got {n}")
-    query = f"""
-        WITH eval_grams AS MATERIALIZED ({_ngram_hashes_sql(eval_source, n)}),
-             candidates AS MATERIALIZED (
-                SELECT t.id AS train_id, t.pos AS train_pos, e.id AS eval_id, e.pos AS eval_pos
-                FROM ({_ngram_hashes_sql(train_source, n)}) t JOIN eval_grams e ON t.h = e.h
-             ),
-             verified AS (
-                SELECT c.train_id, c.eval_id, c.train_pos,
-                       array_to_string(list_slice({_words_sql('tr.text')}, c.train_pos, c.train_pos + {n} - 1),
-                                       ' ') AS train_gram,
-                       array_to_string(list_slice({_words_sql('ev.text')}, c.eval_pos, c.eval_pos + {n} - 1),
-                                       ' ') AS eval_gram
-                FROM candidates c
-                JOIN {train_source} tr ON CAST(tr.id AS VARCHAR) = c.train_id
-                JOIN {eval_source} ev ON CAST(ev.id AS VARCHAR) = c.eval_id
-             )
-        SELECT train_id, eval_id, arg_min(train_gram, train_pos) AS ngram
-        FROM verified WHERE train_gram = eval_gram
-        GROUP BY train_id, eval_id
-        ORDER BY train_id, eval_id
-    """
-    return [Match(*row) for row in connection.execute(query).fetchall()]
+
+def _id_and_text(connection: duckdb.DuckDBPyConnection, source: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    query = f"SELECT CAST(id AS VARCHAR) AS id, CAST(text AS VARCHAR) AS text FROM {source}"
+    table = pa.RecordBatchReader.from_stream(connection.sql(query)).read_all()
+    return table.column("id"), table.column("text")
 
 
 def find_contamination(train_rows: Sequence[tuple[str, str]], eval_items: Sequence[tuple[str, str]],
                        n: int = DEFAULT_NGRAM_SIZE, threads: int | None = None) -> list[Match]:
-    """``duckdb_matches`` over in-memory ``(id, text)`` pairs, in a private in-memory database."""
-    with duckdb.connect(":memory:") as connection:
-        if threads:
-            connection.execute(f"SET threads = {int(threads)}")
-        connection.execute("SET enable_progress_bar = false")
-        connection.register("decontam_train", _arrow_table(train_rows))
-        connection.register("decontam_eval", _arrow_table(eval_items))
-        return duckdb_matches(connection, "decontam_train", "decontam_eval", n)
+    """Matches between in-memory ``(id, text)`` pairs (only the texts are handed to Arrow)."""
+    rows = matching_rows(_texts(train_rows), _texts(eval_items), n, threads)
+    return _sorted(Match(str(train_rows[train_row][0]), str(eval_items[eval_row][0]), gram)
+                   for train_row, eval_row, gram in rows)
 
 
-def _arrow_table(pairs: Sequence[tuple[str, str]]) -> pa.Table:
-    """Arrow, not pandas: DuckDB scans it without converting a million Python strings twice."""
-    return pa.table({"id": pa.array([str(row_id) for row_id, _ in pairs], pa.string()),
-                     "text": pa.array([text for _, text in pairs], pa.string())})
+def _texts(pairs: Sequence[tuple[str, str]]) -> pa.Array:
+    return pa.array(list(map(itemgetter(1), pairs)), pa.string())
+
+
+def _sorted(matches: Iterable[Match]) -> list[Match]:
+    return sorted(matches, key=lambda match: (match.train_id, match.eval_id))
