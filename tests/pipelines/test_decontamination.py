@@ -3,7 +3,7 @@ import random
 import duckdb
 import pytest
 
-from pipelines.data.decontamination import (DEFAULT_NGRAM_SIZE, duckdb_matches, find_contamination,
+from pipelines.data.decontamination import (DEFAULT_NGRAM_SIZE, _id_and_text, duckdb_matches, find_contamination,
                                             normalized_words, python_matches)
 from pipelines.data.synthetic import domain_shift_problems, generate_problems
 
@@ -68,3 +68,14 @@ def test_texts_shorter_than_n_never_match():
     assert find_contamination([("t", "two words")], [("e", "two words")]) == []
     with pytest.raises(ValueError):
         find_contamination([("t", "a")], [("e", "a")], n=0)
+
+
+def test_large_tables_arrive_in_several_arrow_chunks_and_rows_map_back_to_their_ids():
+    with duckdb.connect(":memory:") as connection:
+        connection.execute("CREATE TABLE train AS SELECT 10 * i AS id, 'row ' || i || ' says nothing of note' AS text "
+                           "FROM range(300000) t(i)")
+        connection.execute("UPDATE train SET text = text || ' ' || ? WHERE id IN (0, 2999990)", [EVAL_ITEMS[3][1]])
+        connection.execute("CREATE TABLE evals AS SELECT * FROM (VALUES (?, ?)) t(id, text)", list(EVAL_ITEMS[3]))
+        assert _id_and_text(connection, "train")[1].num_chunks > 1
+        assert _pairs(duckdb_matches(connection, "train", "evals")) == {("0", EVAL_ITEMS[3][0]),
+                                                                         ("2999990", EVAL_ITEMS[3][0])}
