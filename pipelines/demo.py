@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.fork_server import START_EARLY_VARIABLE
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,7 +23,8 @@ def main() -> None:
     started = time.perf_counter()
     command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "--select", "*",
                "-m", "pipelines.definitions"]
-    run = subprocess.Popen(command, cwd=PROJECT_ROOT)
+    # The CLI starts the steps' fork server as soon as it imports the code location (pipelines/fork_server.py).
+    run = subprocess.Popen(command, cwd=PROJECT_ROOT, env={**os.environ, START_EARLY_VARIABLE: "1"})
     # Imported while the run starts (it has a core of its own meanwhile), not after it: ~2 s saved.
     from pipelines.definitions import data_home, default_resources
 

@@ -39,6 +39,39 @@ def test_steps_fork_from_a_preloaded_server():
     assert [m for m in PRELOADED_MODULES if importlib.util.find_spec(m) is None] == []
 
 
+EARLY_START_PROBE = """
+import multiprocessing, os
+from pipelines.fork_server import PRELOADED_MODULES, START_EARLY_VARIABLE, start_early_if_requested
+
+assert not start_early_if_requested()  # not asked for: nothing starts
+os.environ[START_EARLY_VARIABLE] = "1"
+assert start_early_if_requested()
+assert START_EARLY_VARIABLE not in os.environ  # the server and its steps will not start another
+import psutil
+
+def servers():
+    return [p.pid for p in psutil.Process().children() if "forkserver" in " ".join(p.cmdline())]
+
+early = servers()
+context = multiprocessing.get_context("forkserver")
+context.set_forkserver_preload(list(PRELOADED_MODULES))  # what Dagster's executor does next
+step = context.Process(target=os.getpid)
+step.start()
+step.join()
+print(len(early), servers() == early, step.exitcode)
+"""
+
+
+def test_the_fork_server_started_early_is_the_one_steps_fork_from():
+    """The demo starts the server while the CLI still loads the code location; the executor must then
+    find it running and fork from it, not start a second one."""
+    completed = subprocess.run([sys.executable, "-c", EARLY_START_PROBE], cwd=PROJECT_ROOT, capture_output=True,
+                               text=True, timeout=300, env={k: v for k, v in os.environ.items()
+                                                            if k != "LLM_LINEAGE_START_FORK_SERVER"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.split() == ["1", "True", "0"]
+
+
 def test_lineage_order_reasoning_branch_is_think_sft_then_preferences():
     graph = defs.resolve_asset_graph()
 

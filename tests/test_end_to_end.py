@@ -10,6 +10,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipelines.definitions import PROJECT_ROOT, all_assets, all_checks, default_resources
+from pipelines.fork_server import START_EARLY_VARIABLE
 from pipelines.profiles import SMOKE
 
 CHECKPOINTS = ("base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint")
@@ -140,7 +141,7 @@ def test_cli_materialize_uses_the_default_executor_and_sqlite_store(tmp_path):
     dagster_home.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "LLM_LINEAGE_HOME": str(tmp_path / "lineage"),
-           "LLM_LINEAGE_PROFILE": "smoke"}
+           "LLM_LINEAGE_PROFILE": "smoke", START_EARLY_VARIABLE: "1"}  # the fork server starts early, as in the demo
     env.pop("MLFLOW_TRACKING_URI", None)
     completed = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize", "--select", "*",
