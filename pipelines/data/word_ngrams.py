@@ -2,17 +2,18 @@
 
 A million training texts hold about 20M words. Making a Python string per word (what a plain Python
 n-gram loop does) costs more than everything else together, so here the words never become Python
-objects: the texts' UTF-8 bytes are normalised with one lookup table, words are found as runs of word
-bytes, each word becomes a 64-bit key (its bytes themselves when it has at most 8, a hash otherwise),
-and the keys of ``n`` consecutive words are rolled into an n-gram hash. All of it is whole-array numpy
-work on slices of the texts, run on several threads (numpy releases the GIL).
+objects: words are found in the texts' UTF-8 bytes as runs of letter and digit bytes, each word
+becomes a 64-bit key (its bytes themselves, lowercased, when it has at most 8; a hash of them
+otherwise), and the keys of ``n`` consecutive words are rolled into an n-gram hash. All of it is
+whole-array numpy work on slices of the texts, run on several threads (numpy releases the GIL).
 
 Normalisation is the one ``decontamination.normalized_words`` documents: lowercase, and every run of
-characters that are not letters or digits is a word break. ASCII texts (nearly all) get it from the
-lookup table; the others first go through Arrow's Unicode ``utf8_lower`` and a ``[^\\p{L}\\p{N}]+``
+characters that are not letters or digits is a word break. ASCII texts (nearly all) get it from byte
+arithmetic; the others first go through Arrow's Unicode ``utf8_lower`` and a ``[^\\p{L}\\p{N}]+``
 regex, after which only letters, digits and spaces are left.
 
-Hashes only propose candidates: ``ngram_text`` gives the exact words back for the final comparison.
+Hashes only propose candidates: ``TextWords.words`` gives a text's exact words back for the final
+comparison.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SLICE_BYTES = 4 << 20  # text per work item: big enough to amortise numpy calls, small enough for the cache
+SLICE_BYTES = 4 << 20  # text per work item: big enough to amortise numpy calls, small enough to bound memory
 _UNICODE_NON_WORD = r"[^\p{L}\p{N}]+"
 _SPACE = ord(" ")
 _LOAD_BYTES = 8
