@@ -55,7 +55,7 @@ def test_generation_benchmark_is_skipped_gracefully_without_lm_eval(monkeypatch)
 
 def test_selection_groups_the_demo_rows_and_rejects_unknown_ids():
     assert selected("P5,P7,P3") == ["P4", "P3"]
-    assert selected(None) == ["P1", "P2", "P3", "P4", "P6"]
+    assert selected(None) == ["P1", "P2", "P3", "P6", "P4"]  # the demo pair last
     with pytest.raises(SystemExit):
         selected("P9")
 
