@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 
 from pipelines.data.ngram_index import EvalNgramIndex

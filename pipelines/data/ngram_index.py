@@ -32,6 +32,8 @@ class NgramHits:
 
 
 class EvalNgramIndex:
+    """Every n-gram of the eval texts (``slices``: their ``TextWords``), ready to be probed."""
+
     def __init__(self, slices: list[TextWords], n: int):
         self.n = n
         word_bases = np.cumsum([0] + [len(words.word_keys) for words in slices])
