@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.forkserver
 import os
+from collections.abc import Sequence
 
 # Imported once by the fork server. What a step process needs that importing the code location does
 # not already import: Dagster's SQLite instance storage, MLflow's SQL stores, the ML stack.
@@ -33,7 +34,7 @@ PRELOADED_MODULES = (
 START_EARLY_VARIABLE = "LLM_LINEAGE_START_FORK_SERVER"
 
 
-def start_early_if_requested() -> bool:
+def start_early_if_requested(preload: Sequence[str] = PRELOADED_MODULES) -> bool:
     """Starts the fork server now (in the background) if ``START_EARLY_VARIABLE`` is ``1``.
 
     The variable is removed first, so neither the server (which imports the code location) nor the
@@ -42,6 +43,6 @@ def start_early_if_requested() -> bool:
     """
     if os.environ.pop(START_EARLY_VARIABLE, "") != "1":
         return False
-    multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOADED_MODULES))
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))
     multiprocessing.forkserver.ensure_running()
     return True
