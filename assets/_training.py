@@ -134,7 +134,8 @@ def train_stages(context: dg.AssetExecutionContext, name: str, start_dir: Path |
                                output_dir=str(output), work_dir=str(work_root / stage),
                                mlflow_tracking_uri=mlflow.tracking_uri, mlflow_run_id=run.run_id)
             (work_root / stage).mkdir(parents=True, exist_ok=True)
-            summaries.append(launcher.run(context, prepared, work_root / stage / "job.json"))
+            summaries.append(launcher.run(context, prepared, work_root / stage / "job.json",
+                                          log_points=run.log_metric_points))
             model_dir = output
         return summaries
 

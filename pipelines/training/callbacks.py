@@ -40,11 +40,15 @@ class SkipFinalCheckpoint(TrainerCallback):
         return control
 
 
-class MlflowStepCallback(TrainerCallback):
-    """Per-step training and system metrics into the run the Dagster resource opened (rank 0 only)."""
+MetricPoint = tuple[str, int, float]  # (key, step, value)
 
-    def __init__(self, logger, prefix: str = ""):
-        self._logger, self._prefix = logger, prefix
+
+class StepMetricsCallback(TrainerCallback):
+    """Per-step training and system metrics (rank 0 only) into ``log_points``: through Pipes to the
+    step process that owns the MLflow run, or straight into MLflow when the trainer runs standalone."""
+
+    def __init__(self, log_points: Callable[[list[MetricPoint]], None], prefix: str = ""):
+        self._log_points, self._prefix = log_points, prefix
 
     def on_train_begin(self, args, state, control, **kwargs):
         """Resumed (the previous attempt died, e.g. with the tracking server): this attempt's run gets the
@@ -55,14 +59,14 @@ class MlflowStepCallback(TrainerCallback):
                   if "step" in entry for key, value in entry.items()
                   if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)]
         if points:
-            self._logger.log_metric_points(points)
+            self._log_points(points)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or not state.is_world_process_zero:
             return
         metrics = {f"{self._prefix}{k}": float(v) for k, v in logs.items() if isinstance(v, int | float)}
         metrics.update({f"system/{k}": v for k, v in system_metrics().items()})
-        self._logger.log_metrics(metrics, step=state.global_step)
+        self._log_points([(key, state.global_step, value) for key, value in metrics.items()])
 
 
 def system_metrics() -> dict[str, float]:

@@ -19,6 +19,9 @@ from pipelines.training.recipes import TrainSettings
 
 CODE_VERSION = "training-v2"  # bump when a recipe changes what it produces for the same inputs
 RECIPES = ("pretrain", "sft", "dpo", "grpo")
+# Pipes custom messages from a training subprocess to the step process that launched it.
+SUMMARY_MESSAGE = "summary"  # the final TrainingSummary, as a dict
+METRIC_POINTS_MESSAGE = "metric_points"  # a batch of [key, step, value] for the step's MLflow run
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 from transformers import AutoModelForCausalLM
 
@@ -13,6 +14,7 @@ from pipelines.data.datasets import build_sft
 from pipelines.definitions import PROJECT_ROOT
 from pipelines.training.job import TrainJob, write_rows
 from pipelines.training.recipes import latest_checkpoint
+from pipelines.tracking import make_client
 from pipelines.training.train import SUMMARY_FILE
 from tests.pipelines.conftest import micro_settings
 
@@ -32,8 +34,14 @@ def _start(job_file, **kwargs):
                             cwd=PROJECT_ROOT, env=env, start_new_session=True, **kwargs)
 
 
-def test_standalone_run_writes_a_loadable_model_and_summary(tmp_path, micro_base, micro_problems):
-    job = _job(tmp_path, micro_base[0], micro_problems, steps=3, save_steps=0)
+def test_standalone_run_writes_a_loadable_model_and_summary_and_logs_to_mlflow(
+        tmp_path, micro_base, micro_problems):
+    """Without Dagster (no Pipes to the step process), a job naming an MLflow run logs into it directly."""
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = make_client(tracking_uri)
+    run_id = client.create_run(client.create_experiment("standalone")).info.run_id
+    job = replace(_job(tmp_path, micro_base[0], micro_problems, steps=3, save_steps=0),
+                  mlflow_tracking_uri=tracking_uri, mlflow_run_id=run_id)
     process = _start(job.save(tmp_path / "job.json"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output[-3000:]
@@ -41,6 +49,8 @@ def test_standalone_run_writes_a_loadable_model_and_summary(tmp_path, micro_base
     summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
     assert summary["steps"] == 3 and summary["resumed_from_step"] == 0
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2, 3]
+    assert "system/rss_mb" in client.get_run(run_id).data.metrics
 
 
 def test_periodic_checkpoints_are_kept_but_the_final_step_is_saved_only_as_the_model(
