@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 
@@ -27,6 +28,17 @@ class ProgressCallback(TrainerCallback):
         eta = elapsed / done * (state.max_steps - state.global_step) if done else float("nan")
         self._emit(f"step {state.global_step}/{state.max_steps} loss {float(logs['loss']):.4f} "
                    f"eta {eta:.0f}s")
+
+
+class ResumeGarbageCollection(TrainerCallback):
+    """The training entrypoint (``python -m pipelines.training.train``) turns the garbage collector off
+    while it imports torch/transformers/TRL and builds the model and data: ~1 s of full collections
+    over objects that all live until exit. Training runs with it on again, and those objects are
+    frozen out of its collections."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        gc.freeze()
+        gc.enable()
 
 
 class SkipFinalCheckpoint(TrainerCallback):

@@ -1,5 +1,6 @@
 """The training script as a real process: standalone runs, and kill -9 followed by a resume."""
 
+import gc
 import json
 import os
 import signal
@@ -88,3 +89,20 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, micro_base, micro
     assert summary["steps"] == total_steps
     assert f"resumed from step {summary['resumed_from_step']}" in output
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+
+
+def test_garbage_collection_is_back_on_when_training_starts():
+    """The entrypoint runs its set-up with the collector off; training must not run without it."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from pipelines.training.callbacks import ResumeGarbageCollection
+
+    frozen_before = gc.get_freeze_count()
+    gc.disable()
+    try:
+        ResumeGarbageCollection().on_train_begin(TrainingArguments(output_dir="unused", use_cpu=True),
+                                                 TrainerState(), TrainerControl())
+        assert gc.isenabled() and gc.get_freeze_count() > frozen_before
+    finally:
+        gc.unfreeze()
+        gc.enable()
