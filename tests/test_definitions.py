@@ -31,12 +31,42 @@ def test_steps_fork_from_a_preloaded_server():
     import importlib.util
 
     from pipelines.executor import PRELOADED_MODULES
+    from pipelines.fork_server import SERVER_IMPORTS
 
     executor = defs.resolve_implicit_global_asset_job_def().executor_def
     config = executor.config_schema.resolve_config({}).value["config"]
     assert config["start_method"] == {"forkserver": {"preload_modules": list(PRELOADED_MODULES)}}
-    assert "pipelines.definitions" in PRELOADED_MODULES
-    assert [m for m in PRELOADED_MODULES if importlib.util.find_spec(m) is None] == []
+    assert "pipelines.definitions" in SERVER_IMPORTS
+    assert [m for m in (*PRELOADED_MODULES, *SERVER_IMPORTS) if importlib.util.find_spec(m) is None] == []
+
+
+FORKED_STEP_PROBE = """
+import gc, multiprocessing
+from pipelines.fork_server import PRELOADED_MODULES
+
+def report(queue):
+    import sys
+    queue.put((gc.isenabled(), gc.get_freeze_count(), "torch" in sys.modules))
+
+if __name__ == "__main__":  # a file, not -c: the forked step imports this module to find report()
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOADED_MODULES))
+    queue = context.Queue()
+    step = context.Process(target=report, args=(queue,))
+    step.start()
+    enabled, frozen, preloaded = queue.get(timeout=240)
+    step.join()
+    print(enabled, frozen > 100_000, preloaded)
+"""
+
+
+def test_a_forked_step_inherits_the_preloaded_heap_frozen_and_collects_its_own_garbage(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(FORKED_STEP_PROBE)
+    completed = subprocess.run([sys.executable, str(probe)], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                               timeout=300, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.split() == ["True", "True", "True"]
 
 
 EARLY_START_PROBE = """
