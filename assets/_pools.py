@@ -5,6 +5,13 @@ accelerator pool. ``dagster.yaml`` gives it one slot: one GPU, or on a CPU-only 
 Two such steps side by side would each start a full set of torch threads on the same cores; on 2 cores
 that oversubscription made a training step run ~2× slower than alone. Raise the limit on a node with
 more GPUs (``dagster instance concurrency set gpu N``).
+
+The pool limits steps across runs. Within a run the executor limits them too, by the tag below
+(``pipelines/executor.py``): it looks at its own limit on every pass, while a step that lost the race
+for a pool slot is only looked at again after Dagster's claim backoff (1 s, then 1.1 s, 1.21 s, ...).
 """
 
 ACCELERATOR_POOL = "gpu"
+POOL_TAG = "llm-lineage/pool"
+# What every model-running asset passes to @dg.asset.
+ACCELERATOR = {"pool": ACCELERATOR_POOL, "op_tags": {POOL_TAG: ACCELERATOR_POOL}}

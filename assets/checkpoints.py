@@ -8,7 +8,7 @@ from pydantic import Field
 from assets._training import (LoraOptions, TrainOverrides, build_checkpoint, combined_fingerprint,
                               input_version, settings_params, train_stages)
 from assets._automation import UPSTREAM_DATA_CHANGED
-from assets._pools import ACCELERATOR_POOL
+from assets._pools import ACCELERATOR
 from assets._lineage import recorded
 from assets.datasets import preference_dataset, raw_corpus, sft_dataset, think_dataset
 from pipelines.data.datasets import direct_answer_pairs
@@ -50,7 +50,7 @@ class BaseConfig(TrainOverrides):
 
 
 @dg.asset(group_name="checkpoints", deps=[tokenizer, raw_corpus], kinds={"pytorch", "mlflow"},
-          pool=ACCELERATOR_POOL, automation_condition=UPSTREAM_DATA_CHANGED)
+          **ACCELERATOR, automation_condition=UPSTREAM_DATA_CHANGED)
 def base_checkpoint(context: dg.AssetExecutionContext, config: BaseConfig, duckdb: DuckDBStore,
                     checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
                     profile: LineageProfile) -> dg.MaterializeResult:
@@ -91,7 +91,7 @@ class InstructConfig(dg.Config):
 
 
 @dg.asset(group_name="checkpoints", deps=[base_checkpoint, sft_dataset, preference_dataset],
-          kinds={"pytorch", "mlflow"}, pool=ACCELERATOR_POOL,
+          kinds={"pytorch", "mlflow"}, **ACCELERATOR,
           automation_condition=UPSTREAM_DATA_CHANGED)
 def instruct_checkpoint(context: dg.AssetExecutionContext, config: InstructConfig, duckdb: DuckDBStore,
                         checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
@@ -123,7 +123,7 @@ class ThinkSftConfig(TrainOverrides):
 
 
 @dg.asset(group_name="checkpoints", deps=[base_checkpoint, think_dataset], kinds={"pytorch", "mlflow"},
-          pool=ACCELERATOR_POOL, automation_condition=UPSTREAM_DATA_CHANGED)
+          **ACCELERATOR, automation_condition=UPSTREAM_DATA_CHANGED)
 def think_sft_checkpoint(context: dg.AssetExecutionContext, config: ThinkSftConfig, duckdb: DuckDBStore,
                          checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
                          profile: LineageProfile) -> dg.MaterializeResult:
@@ -154,7 +154,7 @@ class ReasoningConfig(dg.Config):
 
 
 @dg.asset(group_name="checkpoints", deps=[think_sft_checkpoint, preference_dataset, think_dataset],
-          kinds={"pytorch", "mlflow"}, pool=ACCELERATOR_POOL,
+          kinds={"pytorch", "mlflow"}, **ACCELERATOR,
           automation_condition=UPSTREAM_DATA_CHANGED)
 def reasoning_checkpoint(context: dg.AssetExecutionContext, config: ReasoningConfig, duckdb: DuckDBStore,
                          checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,

@@ -12,7 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets._automation import UPSTREAM_DATA_CHANGED
-from assets._pools import ACCELERATOR_POOL
+from assets._pools import ACCELERATOR
 from assets._lineage import recorded, rows_version
 from assets._metadata import preview
 from assets.raw import raw_problems
@@ -161,7 +161,7 @@ class PreferenceConfig(dg.Config):
 
 
 @dg.asset(group_name="datasets", deps=[training_problems, think_dataset, "think_sft_checkpoint"],
-          kinds={"python", "duckdb"}, pool=ACCELERATOR_POOL, automation_condition=UPSTREAM_DATA_CHANGED)
+          kinds={"python", "duckdb"}, **ACCELERATOR, automation_condition=UPSTREAM_DATA_CHANGED)
 def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceConfig, duckdb: DuckDBStore,
                        checkpoints: CheckpointStore, profile: LineageProfile) -> dg.MaterializeResult:
     """DPO pairs (prompt, chosen, rejected) + correct on-policy traces in ``on_policy_traces``."""

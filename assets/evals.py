@@ -10,7 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets._automation import UPSTREAM_DATA_CHANGED
-from assets._pools import ACCELERATOR_POOL
+from assets._pools import ACCELERATOR
 from assets._lineage import recorded
 from assets._metadata import mlflow_metadata, preview
 from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint
@@ -61,7 +61,7 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
     checkpoint_name = checkpoint.key.path[-1]
 
     @dg.asset(name=f"eval_{variant}", group_name="evals", deps=[checkpoint, eval_suites],
-              kinds={"pytorch", "duckdb", "mlflow"}, pool=ACCELERATOR_POOL,
+              kinds={"pytorch", "duckdb", "mlflow"}, **ACCELERATOR,
               automation_condition=UPSTREAM_DATA_CHANGED)
     def _eval(context: dg.AssetExecutionContext, config: EvalConfig, duckdb: DuckDBStore,
               checkpoints: CheckpointStore, mlflow: MLflowTracking, profile: LineageProfile) -> dg.MaterializeResult:

@@ -13,9 +13,18 @@ preload list, and starting the server before the run needs it, are in ``pipeline
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
+from assets._pools import ACCELERATOR_POOL, POOL_TAG
 from pipelines.fork_server import PRELOADED_MODULES
 
+# Model-running steps at once within one run: keep it equal to the gpu pool's limit in dagster.yaml
+# (1; raise both on a node with more GPUs). Why the executor limits them as well: ``assets/_pools.py``.
+ACCELERATOR_STEPS_PER_RUN = int(os.environ.get("LLM_LINEAGE_ACCELERATOR_STEPS_PER_RUN", "1"))
+
 step_executor = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": list(PRELOADED_MODULES)}}}, name="forkserver_multiprocess")
+    {"start_method": {"forkserver": {"preload_modules": list(PRELOADED_MODULES)}},
+     "tag_concurrency_limits": [{"key": POOL_TAG, "value": ACCELERATOR_POOL, "limit": ACCELERATOR_STEPS_PER_RUN}]},
+    name="forkserver_multiprocess")

@@ -24,6 +24,19 @@ def test_training_and_generation_share_the_gpu_pool():
     assert not pools["eval_report"] and not pools["eval_scores"]
 
 
+def test_the_executor_holds_pool_steps_to_the_pool_limit_within_a_run():
+    """Within a run the executor's own tag limit admits one model-running step at a time, so no step
+    of the run waits out Dagster's pool-claim backoff; every pool step carries the tag it limits on."""
+    from assets._pools import ACCELERATOR_POOL, POOL_TAG
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    config = job.executor_def.config_schema.resolve_config({}).value["config"]
+    assert config["tag_concurrency_limits"] == [{"key": POOL_TAG, "value": ACCELERATOR_POOL, "limit": 1}]
+    tagged = {node.name for node in job.graph.node_dict.values() if node.tags.get(POOL_TAG) == ACCELERATOR_POOL}
+    pooled = {node.name for node in job.graph.node_dict.values() if node.definition.pool == ACCELERATOR_POOL}
+    assert tagged == pooled and TRAINING_ASSETS <= pooled
+
+
 def test_steps_fork_from_a_preloaded_server():
     """Each step is its own process, forked from a server that imported the heavy modules once. The
     fork server skips a preload module it cannot import without a word, so a typo would silently
