@@ -3,10 +3,11 @@ early.
 
 Dagster's multiprocess executor starts the server when it launches the first step, and the server
 imports everything in ``SERVER_IMPORTS`` (through ``pipelines/fork_server_preload.py``) before it
-forks anything: ~3 s on one core during which no step runs (most of an unchanged re-run). A command that is about to run the job can start it
-sooner, while the CLI itself is still loading the code location on the other core: the demo does, by
-setting ``START_EARLY_VARIABLE`` for its ``dagster asset materialize``. This module imports no Dagster,
-so that the start happens before the code location's heavy imports.
+forks anything: ~3 s on one core during which no step runs (most of an unchanged re-run). A command
+that is about to run the job can start it sooner, while the CLI itself is still loading the code
+location on the other core: the demo does, by setting ``START_EARLY_VARIABLE`` for its
+``dagster asset materialize``. This module imports no Dagster, so that the start happens before the
+code location's heavy imports.
 """
 
 from __future__ import annotations

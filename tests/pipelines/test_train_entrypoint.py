@@ -13,9 +13,9 @@ from transformers import AutoModelForCausalLM
 
 from pipelines.data.datasets import build_sft
 from pipelines.definitions import PROJECT_ROOT
+from pipelines.tracking import make_client
 from pipelines.training.job import TrainJob, write_rows
 from pipelines.training.recipes import latest_checkpoint
-from pipelines.tracking import make_client
 from pipelines.training.train import SUMMARY_FILE
 from tests.pipelines.conftest import micro_settings
 
