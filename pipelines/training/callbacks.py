@@ -1,4 +1,5 @@
-"""Trainer callbacks: progress (step, loss, ETA) to any logger, per-step metrics to an MLflow run."""
+"""Trainer callbacks: progress (step, loss, ETA) to any logger, per-step metrics to a sink (Pipes or
+MLflow), the garbage collector back on when training starts, no final-step checkpoint."""
 
 from __future__ import annotations
 
