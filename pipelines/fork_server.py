@@ -18,10 +18,13 @@ import os
 from collections.abc import Sequence
 
 # Imported once by the fork server. What a step process needs that importing the code location does
-# not already import: Dagster's SQLite instance storage, MLflow's SQL stores, the ML stack.
+# not already import: Dagster's SQLite instance storage (and what its instance imports lazily: upath
+# for the defs-state storage), MLflow's SQL stores, the ML stack.
 SERVER_IMPORTS = (
     "pipelines.definitions",
     "dagster._core.storage.sqlite_storage",
+    "dagster._core.storage.defs_state.blob_storage_state_storage",
+    "upath.core",
     "dagster._core.storage.runs",
     "dagster._core.storage.event_log",
     "dagster._core.storage.schedules",

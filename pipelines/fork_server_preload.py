@@ -6,17 +6,21 @@ collections over objects that live as long as the server). One collection then d
 garbage and the survivors are frozen, so step processes forked from the server never walk, or copy
 on write, the inherited heap in their own collections: what Python's ``gc.freeze`` documentation
 recommends for a server that forks workers.
+
+It also builds Dagster's alembic script directory once for all steps (``pipelines/alembic_scripts.py``).
 """
 
 import gc
 import importlib
 
+from pipelines.alembic_scripts import share_dagster_script_directory
 from pipelines.fork_server import SERVER_IMPORTS
 
 gc.disable()
 try:
     for module in SERVER_IMPORTS:
         importlib.import_module(module)
+    share_dagster_script_directory()
 finally:  # an import error must not leave forked steps without a collector
     gc.collect()
     gc.freeze()
