@@ -1,5 +1,9 @@
 import multiprocessing
+import subprocess
+import sys
+import time
 
+import dagster as dg
 import pytest
 
 from resources import DuckDBStore
@@ -47,3 +51,63 @@ def test_parallel_writer_processes_wait_instead_of_failing(tmp_path):
         process.join(timeout=120)
     assert [p.exitcode for p in workers] == [0, 0, 0]
     assert DuckDBStore(path=path).count("shared") == 1 + 3 * 20
+
+
+OPEN_FROM_ANOTHER_PROCESS = "import duckdb, sys; duckdb.connect(sys.argv[1]).close()"
+
+
+def _another_process_can_open(path: str) -> bool:
+    completed = subprocess.run([sys.executable, "-c", OPEN_FROM_ANOTHER_PROCESS, path], capture_output=True,
+                               text=True, timeout=120)
+    if completed.returncode and "lock" not in completed.stderr.lower():
+        raise AssertionError(completed.stderr[-2000:])
+    return completed.returncode == 0
+
+
+def test_the_file_stays_open_between_operations_until_released(tmp_path):
+    """The process holds the database between operations (so the next one skips loading it), and lets
+    go when told (a step's end); with ``keep_open_s=0`` it never holds it."""
+    path = str(tmp_path / "lineage.duckdb")
+    store = DuckDBStore(path=path, keep_open_s=600)
+    store.replace_table("t", [{"x": 1}])
+    assert not _another_process_can_open(path)
+    assert store.count("t") == 1  # reuses the held database
+    store.close_kept_open()
+    assert _another_process_can_open(path)
+    DuckDBStore(path=path, keep_open_s=0).count("t")
+    assert _another_process_can_open(path)
+
+
+def test_an_idle_file_is_let_go_on_its_own(tmp_path):
+    path = str(tmp_path / "lineage.duckdb")
+    DuckDBStore(path=path, keep_open_s=0.2).replace_table("t", [{"x": 1}])
+    deadline = time.monotonic() + 60  # a bound for a loaded machine, not a timing assertion
+    while not _another_process_can_open(path):
+        assert time.monotonic() < deadline, "the idle connection was never closed"
+        time.sleep(0.1)
+
+
+def _write_in_child(path: str) -> None:
+    DuckDBStore(path=path).replace_rows("t", [{"x": -1}], "x", "-1")
+
+
+def test_a_forked_child_opens_the_file_itself_rather_than_an_inherited_copy(tmp_path):
+    path = str(tmp_path / "lineage.duckdb")
+    store = DuckDBStore(path=path, keep_open_s=600)
+    store.replace_table("t", [{"x": i} for i in range(1000)])
+    child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(path,))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    assert store.count("t") == 1001  # the child's row is in the file
+
+
+def test_a_dagster_step_releases_the_file_when_it_ends(tmp_path):
+    path = str(tmp_path / "lineage.duckdb")
+
+    @dg.asset
+    def table(duckdb: DuckDBStore) -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={"rows": duckdb.replace_table("t", [{"x": 1}])})
+
+    assert dg.materialize([table], resources={"duckdb": DuckDBStore(path=path, keep_open_s=600)}).success
+    assert _another_process_can_open(path)
