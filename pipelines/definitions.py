@@ -13,10 +13,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipelines.fork_server import start_early_if_requested  # noqa: E402  (imports no Dagster)
-
-start_early_if_requested()  # before the heavy imports below, so they overlap the server's own
-
 import dagster as dg  # noqa: E402
 
 from assets import audit, checkpoints, datasets, evals, promotion, raw  # noqa: E402

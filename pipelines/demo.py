@@ -1,6 +1,7 @@
 """`make demo`: materialize the whole lineage through Dagster, then show what it produced.
 
-Runs ``dagster asset materialize --select '*'`` against the persistent ``$DAGSTER_HOME`` (so the runs
+Runs ``dagster asset materialize --select '*'`` (through ``pipelines/dagster_cli.py``, which starts the
+steps' fork server first) against the persistent ``$DAGSTER_HOME`` (so the runs
 show up in the UI afterwards), times it, and prints the evaluation report and where the DuckDB file,
 MLflow store and checkpoints are.
 """
@@ -13,18 +14,15 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.fork_server import START_EARLY_VARIABLE
-
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
-    command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "--select", "*",
+    command = [sys.executable, "-m", "pipelines.dagster_cli", "asset", "materialize", "--select", "*",
                "-m", "pipelines.definitions"]
-    # The CLI starts the steps' fork server as soon as it imports the code location (pipelines/fork_server.py).
-    run = subprocess.Popen(command, cwd=PROJECT_ROOT, env={**os.environ, START_EARLY_VARIABLE: "1"})
+    run = subprocess.Popen(command, cwd=PROJECT_ROOT)
     # Imported while the run starts (it has a core of its own meanwhile), not after it: ~2 s saved.
     from pipelines.definitions import data_home, default_resources
 

@@ -60,7 +60,8 @@ from pipelines.fork_server import PRELOADED_MODULES
 def report(queue):
     import sys
     from pipelines import alembic_scripts
-    queue.put((gc.isenabled(), gc.get_freeze_count(), "torch" in sys.modules, len(alembic_scripts._shared)))
+    queue.put((gc.isenabled(), gc.get_freeze_count(), "mlflow.store.tracking.sqlalchemy_store" in sys.modules,
+               "torch" in sys.modules, len(alembic_scripts._shared)))
 
 if __name__ == "__main__":  # a file, not -c: the forked step imports this module to find report()
     context = multiprocessing.get_context("forkserver")
@@ -68,9 +69,9 @@ if __name__ == "__main__":  # a file, not -c: the forked step imports this modul
     queue = context.Queue()
     step = context.Process(target=report, args=(queue,))
     step.start()
-    enabled, frozen, preloaded, shared_script_directories = queue.get(timeout=240)
+    enabled, frozen, preloaded, torch, shared_script_directories = queue.get(timeout=240)
     step.join()
-    print(enabled, frozen > 100_000, preloaded, shared_script_directories)
+    print(enabled, frozen > 100_000, preloaded, torch, shared_script_directories)
 """
 
 
@@ -80,19 +81,17 @@ def test_a_forked_step_inherits_the_preloaded_heap_frozen_and_collects_its_own_g
     completed = subprocess.run([sys.executable, str(probe)], cwd=PROJECT_ROOT, capture_output=True, text=True,
                                timeout=300, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert completed.stdout.split() == ["True", "True", "True", "1"]  # the last: Dagster's alembic scripts
+    # preloaded: the heap frozen, MLflow's store, Dagster's alembic scripts; not torch (only evals need it)
+    assert completed.stdout.split() == ["True", "True", "True", "False", "1"]
 
 
 EARLY_START_PROBE = """
 import multiprocessing, os
-from pipelines.fork_server import START_EARLY_VARIABLE, start_early_if_requested
+import psutil
+from pipelines.fork_server import start_fork_server
 
 PRELOAD = ["json"]  # light: the real list is checked above and runs in the end-to-end CLI test
-assert not start_early_if_requested(PRELOAD)  # not asked for: nothing starts
-os.environ[START_EARLY_VARIABLE] = "1"
-assert start_early_if_requested(PRELOAD)
-assert START_EARLY_VARIABLE not in os.environ  # the server and its steps will not start another
-import psutil
+start_fork_server(PRELOAD)  # what pipelines/dagster_cli.py does before importing Dagster
 
 def servers():
     return [p.pid for p in psutil.Process().children() if "forkserver" in " ".join(p.cmdline())]
@@ -108,11 +107,10 @@ print(len(early), servers() == early, step.exitcode)
 
 
 def test_the_fork_server_started_early_is_the_one_steps_fork_from():
-    """The demo starts the server while the CLI still loads the code location; the executor must then
+    """The demo's CLI starts the server before it loads the code location; the executor must then
     find it running and fork from it, not start a second one."""
     completed = subprocess.run([sys.executable, "-c", EARLY_START_PROBE], cwd=PROJECT_ROOT, capture_output=True,
-                               text=True, timeout=300, env={k: v for k, v in os.environ.items()
-                                                            if k != "LLM_LINEAGE_START_FORK_SERVER"})
+                               text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.split() == ["1", "True", "0"]
 

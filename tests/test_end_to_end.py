@@ -10,7 +10,6 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipelines.definitions import PROJECT_ROOT, all_assets, all_checks, default_resources
-from pipelines.fork_server import START_EARLY_VARIABLE
 from pipelines.profiles import SMOKE
 
 CHECKPOINTS = ("base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint")
@@ -141,10 +140,10 @@ def test_cli_materialize_uses_the_default_executor_and_sqlite_store(tmp_path):
     dagster_home.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "LLM_LINEAGE_HOME": str(tmp_path / "lineage"),
-           "LLM_LINEAGE_PROFILE": "smoke", START_EARLY_VARIABLE: "1"}  # the fork server starts early, as in the demo
+           "LLM_LINEAGE_PROFILE": "smoke"}
     env.pop("MLFLOW_TRACKING_URI", None)
     completed = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize", "--select", "*",
+        [sys.executable, "-m", "pipelines.dagster_cli", "asset", "materialize", "--select", "*",  # fork server first
          "-m", "pipelines.definitions"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
     log = completed.stdout + completed.stderr
     assert completed.returncode == 0, log[-4000:]
