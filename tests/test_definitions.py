@@ -59,9 +59,12 @@ from pipelines.fork_server import PRELOADED_MODULES
 
 def report(queue):
     import sys
+    from dagster_shared.utils.cached_method import get_cached_method_cache
     from pipelines import alembic_scripts
+    from pipelines.definitions import defs
     queue.put((gc.isenabled(), gc.get_freeze_count(), "mlflow.store.tracking.sqlalchemy_store" in sys.modules,
-               "torch" in sys.modules, len(alembic_scripts._shared)))
+               "torch" in sys.modules, len(alembic_scripts._shared),
+               len(get_cached_method_cache(defs, "get_repository_def"))))
 
 if __name__ == "__main__":  # a file, not -c: the forked step imports this module to find report()
     context = multiprocessing.get_context("forkserver")
@@ -69,9 +72,9 @@ if __name__ == "__main__":  # a file, not -c: the forked step imports this modul
     queue = context.Queue()
     step = context.Process(target=report, args=(queue,))
     step.start()
-    enabled, frozen, preloaded, torch, shared_script_directories = queue.get(timeout=240)
+    enabled, frozen, preloaded, torch, shared_script_directories, resolved = queue.get(timeout=240)
     step.join()
-    print(enabled, frozen > 100_000, preloaded, torch, shared_script_directories)
+    print(enabled, frozen > 100_000, preloaded, torch, shared_script_directories, resolved)
 """
 
 
@@ -81,8 +84,8 @@ def test_a_forked_step_inherits_the_preloaded_heap_frozen_and_collects_its_own_g
     completed = subprocess.run([sys.executable, str(probe)], cwd=PROJECT_ROOT, capture_output=True, text=True,
                                timeout=300, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
     assert completed.returncode == 0, completed.stderr[-3000:]
-    # preloaded: the heap frozen, MLflow's store, Dagster's alembic scripts; not torch (only evals need it)
-    assert completed.stdout.split() == ["True", "True", "True", "False", "1"]
+    # preloaded: the heap frozen, MLflow's store, Dagster's alembic scripts, the repository built; not torch
+    assert completed.stdout.split() == ["True", "True", "True", "False", "1", "1"]
 
 
 EARLY_START_PROBE = """
