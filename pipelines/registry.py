@@ -50,9 +50,7 @@ class ModelRegistry:
         return locked(self.tracking_uri, call)
 
     def find(self, name: str, checkpoint_version: str) -> RegisteredVersion | None:
-        if not self._exists(name):
-            return None
-        versions = self._call(lambda: self.client.search_model_versions(
+        versions = self._call(lambda: self.client.search_model_versions(  # none for an unknown model
             f"name = '{name}' and tags.{CHECKPOINT_TAG} = '{checkpoint_version}'"))
         return _registered(versions[0]) if versions else None
 
@@ -82,9 +80,14 @@ class ModelRegistry:
         return _registered(self._call(lambda: self.client.get_model_version(version.name, version.version)))
 
     def champion(self, name: str) -> RegisteredVersion | None:
-        if not self._exists(name):
-            return None
-        model = self._call(lambda: self.client.get_registered_model(name))
+        from mlflow.exceptions import MlflowException
+
+        try:  # one lookup, not a search first: searching registered models is the slowest registry call
+            model = self._call(lambda: self.client.get_registered_model(name))
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
         if CHAMPION not in (model.aliases or {}):
             return None
         return _registered(self._call(lambda: self.client.get_model_version_by_alias(name, CHAMPION)))

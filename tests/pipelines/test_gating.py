@@ -60,6 +60,7 @@ def test_register_gate_and_promote_through_a_real_registry(tmp_path, mlflow_serv
         opened.append(1)
         return tracking.start_run("candidate")
 
+    assert registry.champion(name) is None and registry.find(name, "aaa111") is None  # no such model yet
     good = _checkpoint(tmp_path, "aaa111", b"good")
     first = register_candidate(registry, name, "instruct", good, _scores("instruct", "aaa111",
                                {"in_distribution": 0.6, "perturbed": 0.5}), SUITES, "exact", open_run)
