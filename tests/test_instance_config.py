@@ -1,4 +1,5 @@
-"""dagster.yaml loads into a real instance with the pools, run retries and run monitoring it promises."""
+"""dagster.yaml loads into a real instance with the pools, run retries, run monitoring and log capture it
+promises."""
 
 import os
 import shutil
@@ -18,8 +19,14 @@ def _home_with_project_config(tmp_path):
     return home
 
 
-def test_instance_from_dagster_yaml_has_pools_retries_and_monitoring(tmp_path):
-    instance = dg.DagsterInstance.from_config(str(_home_with_project_config(tmp_path)))
+def test_instance_from_dagster_yaml_has_pools_retries_and_monitoring(tmp_path, monkeypatch):
+    from pipelines.compute_logs import TeeComputeLogManager
+
+    home = _home_with_project_config(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = dg.DagsterInstance.from_config(str(home))
+    assert isinstance(instance.compute_log_manager, TeeComputeLogManager)
+    assert instance.compute_log_manager._base_dir == str(home / "storage")
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
     assert not instance.run_retries_retry_on_asset_or_op_failure
     assert instance.run_monitoring_enabled
