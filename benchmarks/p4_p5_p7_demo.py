@@ -3,7 +3,8 @@
 P5: ``python -m pipelines.demo`` (what ``make demo`` runs) timed on a clean ``LLM_LINEAGE_HOME`` and
 ``DAGSTER_HOME``. P7: its process tree's RSS sampled meanwhile; the row reports the largest single
 process (a Dagster step process or a training subprocess, named by its step/asset). P4: the same
-command again with nothing changed; its wall time as a fraction of the first.
+command again with nothing changed, ``reruns`` times; the median's wall time as a fraction of the
+first (a ~15 s re-run moves by a second with the machine's other load; the full run cannot be repeated).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,9 +38,10 @@ _TRAINING_JOB = re.compile(r"/work/([\w]+)/[0-9a-f]+/")
 class DemoBench:
     profile: str = "tiny"
     sample_interval_s: float = 0.5
+    reruns: int = 3
 
 
-QUICK = DemoBench(profile="smoke")
+QUICK = DemoBench(profile="smoke", reruns=1)
 
 
 @dataclass
@@ -141,7 +144,9 @@ def run(quick: bool = False) -> list[BenchRow]:
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as scratch:
         env = demo_environment(Path(scratch), bench.profile)
         full, sampler = timed_demo(env, bench.sample_interval_s, Path(scratch) / "full.log")
-        rerun, _ = timed_demo(env, bench.sample_interval_s, Path(scratch) / "rerun.log")
+        reruns = [timed_demo(env, bench.sample_interval_s, Path(scratch) / "rerun.log")[0]
+                  for _ in range(bench.reruns)]
+        rerun = statistics.median(reruns)
         rerun_log = (Path(scratch) / "rerun.log").read_text()
         reused = rerun_log.count("instead of retraining")
         reused_evals = rerun_log.count("reusing stored rows")
@@ -156,10 +161,12 @@ def run(quick: bool = False) -> list[BenchRow]:
     return [
         BenchRow("P4", "re-materialize unchanged lineage / full run", round(rerun, 1), round(full, 1),
                  round(fraction, 3), "≤ 5% of the time", fraction <= MAX_RERUN_FRACTION if judged else None,
-                 unit="s", notes=f"{profile_note}; rerun reused {reused} training checkpoint(s) and {reused_evals} eval "
+                 unit="s", notes=f"{profile_note}; median of {len(reruns)} reruns "
+                 f"({'/'.join(f'{value:.1f}' for value in reruns)} s); the last reused {reused} training checkpoint(s) "
+                 f"and {reused_evals} eval "
                  "output(s); the rest is Dagster's per-step cost (a forked process, events, the lineage record per "
                  "step) and the fork server's start",
-                 seconds=round(rerun, 1)),
+                 seconds=round(sum(reruns), 1)),
         BenchRow("P5", "`make demo` wall time", round(full, 1), MAX_DEMO_SECONDS, round(full / MAX_DEMO_SECONDS, 3),
                  "≤ 600 s on 2 cores", full <= MAX_DEMO_SECONDS if judged else None, unit="s",
                  notes=f"{profile_note}; python -m pipelines.demo in fresh homes; baseline column = the limit",
