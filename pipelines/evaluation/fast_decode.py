@@ -79,11 +79,10 @@ def _attention(layer, hidden, cos, sin, keys, values, write_positions, attend_ma
         grouped = query.view(rows, kv_heads, -1, head_dim)  # query heads sharing a K/V head, no copies
         parts = []
         for first, last, mask in attend_mask:  # rows of similar length read only their own span
-            span = mask.shape[-1]
-            scores = torch.matmul(grouped[first:last], keys[first:last, :, :span].transpose(2, 3)) * attn.scaling
-            scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
-            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-            parts.append(torch.matmul(weights, values[first:last, :, :span]))
+            span = mask.shape[-1]  # one fused kernel: scores, mask, softmax and the weighted sum
+            parts.append(F.scaled_dot_product_attention(grouped[first:last], keys[first:last, :, :span],
+                                                        values[first:last, :, :span],
+                                                        attn_mask=mask[:, None, None, :], scale=attn.scaling))
         output = (parts[0] if len(parts) == 1 else torch.cat(parts)).view(rows, -1, 1, head_dim)
     output = output.transpose(1, 2).reshape(rows, steps, -1)
     return attn.o_proj(output)
