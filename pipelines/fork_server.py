@@ -3,7 +3,7 @@ early.
 
 Dagster's multiprocess executor starts the server when it launches the first step, and the server
 imports everything in ``SERVER_IMPORTS`` (through ``pipelines/fork_server_preload.py``) before it
-forks anything: ~3 s on one core during which no step runs (a fifth of an unchanged re-run). A
+forks anything: ~2-3 s on one core during which no step runs (a sixth of an unchanged re-run). A
 command that is about to run the job can start it sooner, while the CLI itself is still importing
 and loading the code location on the other core: ``pipelines/dagster_cli.py`` does, and the demo
 runs the CLI through it. This module imports no Dagster, so that the start comes before those imports.

@@ -7,7 +7,8 @@ garbage and the survivors are frozen, so step processes forked from the server n
 on write, the inherited heap in their own collections: what Python's ``gc.freeze`` documentation
 recommends for a server that forks workers.
 
-It also builds Dagster's alembic script directory once for all steps (``pipelines/alembic_scripts.py``).
+It also builds, once for all steps, Dagster's alembic script directory (``pipelines/alembic_scripts.py``)
+and the code location's repository and jobs.
 """
 
 import gc
