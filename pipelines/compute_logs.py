@@ -33,8 +33,25 @@ DRAIN_TIMEOUT_S = 10.0  # a process the step started may outlive it holding the 
 class TeeComputeLogManager(LocalComputeLogManager):
     """``LocalComputeLogManager`` (same files, same reading side) with an in-process terminal copy.
 
-    ``base_dir`` defaults to ``$DAGSTER_HOME/storage``, where Dagster keeps compute logs by default.
+    ``base_dir`` defaults to ``$DAGSTER_HOME/storage``, where Dagster keeps compute logs by default,
+    read when logs are first written or read (an instance that only reads events needs no home).
     """
+
+    def __init__(self, base_dir: str | None = None, polling_timeout: float | None = None,
+                 inst_data: ConfigurableClassData | None = None):
+        super().__init__(base_dir or "", polling_timeout, inst_data)
+
+    @property
+    def _base_dir(self) -> str:
+        if self._configured_base_dir:
+            return self._configured_base_dir
+        if not os.environ.get("DAGSTER_HOME"):
+            raise ValueError("compute_logs: TeeComputeLogManager needs base_dir or DAGSTER_HOME")
+        return os.path.join(os.environ["DAGSTER_HOME"], "storage")
+
+    @_base_dir.setter
+    def _base_dir(self, value: str) -> None:  # what LocalComputeLogManager.__init__ assigns
+        self._configured_base_dir = value
 
     @classmethod
     def config_type(cls) -> dict:
@@ -43,12 +60,7 @@ class TeeComputeLogManager(LocalComputeLogManager):
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value) -> TeeComputeLogManager:
-        config = dict(config_value)
-        if "base_dir" not in config:
-            if not os.environ.get("DAGSTER_HOME"):
-                raise ValueError("compute_logs: TeeComputeLogManager needs base_dir or DAGSTER_HOME")
-            config["base_dir"] = os.path.join(os.environ["DAGSTER_HOME"], "storage")
-        return cls(inst_data=inst_data, **config)
+        return cls(inst_data=inst_data, **config_value)
 
     @contextmanager
     def capture_logs(self, log_key: Sequence[str]) -> Generator[CapturedLogContext, None, None]:

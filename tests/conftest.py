@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from unittest import mock
 from pathlib import Path
 
 import dagster as dg
@@ -130,6 +131,8 @@ def materialized_lineage(tmp_path_factory, mlflow_server) -> MaterializedLineage
     resources = default_resources(lineage_home, profile="smoke", tracking_uri=mlflow_server)
     definitions = dg.Definitions(assets=all_assets, asset_checks=all_checks, resources=resources)
     job = definitions.resolve_implicit_global_asset_job_def()
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+    # DAGSTER_HOME as every Dagster process of this home has it: the step logs go under it
+    with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(dagster_home)}), \
+            dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         result = job.execute_in_process(instance=instance)
     return MaterializedLineage(result, resources, dagster_home, lineage_home, mlflow_server)
