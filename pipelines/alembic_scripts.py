@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-
-DAGSTER_SCRIPT_LOCATION = "dagster:_core/storage/alembic"  # dagster._core.storage.sql.ALEMBIC_SCRIPTS_LOCATION
+from dagster._core.storage.sql import ALEMBIC_SCRIPTS_LOCATION, get_alembic_config
 
 _shared: dict[tuple, ScriptDirectory] = {}
 _build = ScriptDirectory.from_config.__func__  # alembic's own, unshared constructor
@@ -24,7 +23,7 @@ _build = ScriptDirectory.from_config.__func__  # alembic's own, unshared constru
 
 def _key(config: Config) -> tuple | None:
     location = config.get_alembic_option("script_location")
-    if location != DAGSTER_SCRIPT_LOCATION:
+    if location != ALEMBIC_SCRIPTS_LOCATION:
         return None
     return location, tuple(config.get_version_locations_list() or ())
 
@@ -41,11 +40,8 @@ def _from_config(cls: type[ScriptDirectory], config: Config) -> ScriptDirectory:
 def share_dagster_script_directory() -> str:
     """Makes ``ScriptDirectory.from_config`` reuse one directory for Dagster's migrations and builds
     its revision map now (before the server forks). Returns the head revision."""
-    from dagster._core.storage import sql
     from dagster._core.storage.runs.sqlite import sqlite_run_storage
 
-    if sql.ALEMBIC_SCRIPTS_LOCATION != DAGSTER_SCRIPT_LOCATION:
-        raise RuntimeError(f"Dagster's migrations moved to {sql.ALEMBIC_SCRIPTS_LOCATION}; update this module")
     ScriptDirectory.from_config = classmethod(_from_config)
-    config = sql.get_alembic_config(sqlite_run_storage.__file__)  # as the run storage builds it
+    config = get_alembic_config(sqlite_run_storage.__file__)  # as the run storage builds it
     return ScriptDirectory.from_config(config).as_revision_number("head")

@@ -2,13 +2,14 @@
 
 A step runs in its own process (a crashed or leaking step cannot take the run down; memory and GPU
 memory go back when the step ends; independent branches run side by side). Spawning a fresh Python
-for every step would re-import Dagster's storage, MLflow, torch and this project each time: ~3 s per
-step, most of an unchanged re-run. With ``forkserver`` those modules are imported once into a server
+for every step would re-import Dagster's storage, MLflow and this project each time: ~3 s per step,
+most of an unchanged re-run. With ``forkserver`` those modules are imported once into a server
 process that every step process is forked from, so a step starts in well under a second.
 
-Nothing is initialised in the server beyond imports: no threads, no CUDA context, no open files, so
-forking it is safe. Training itself still runs in Pipes subprocesses (``resources/launcher.py``). The
-preload list, and starting the server before the run needs it, are in ``pipelines/fork_server.py``.
+The server only imports and builds plain Python objects (Dagster's migration map, the repository):
+no threads, no CUDA context, no open files, so forking it is safe. Training itself still runs in
+Pipes subprocesses (``resources/launcher.py``). The preload list is in ``pipelines/fork_server.py``;
+``pipelines/dagster_cli.py`` starts the server before the run needs it.
 """
 
 from __future__ import annotations
