@@ -9,6 +9,10 @@
 - **copying the KV cache every step**: the dynamic cache is concatenated per token and grouped-query
   attention repeats K and V per head; here the cache is allocated once (prompt + max new tokens) and
   written in place, and the query heads are grouped onto their shared K/V heads instead.
+- **the final layer's prefill**: only each prompt's last token needs the final layer's output (the
+  first logits); every other prompt token needs only that layer's K/V for the cache. Its query,
+  attention, output projection and MLP run on the last token alone (a 4-layer model: ~22% of the
+  prefill arithmetic; a 28-layer one: ~3%).
 - **finished rows**: rows that hit EOS or a stop string leave the batch. A stop string is looked for
   in the output only, as lm-evaluation-harness does (``model.generate`` also matches one that starts
   inside the prompt, e.g. "Answer:" + ":").
@@ -48,58 +52,98 @@ class _Batch:
     rows: list[int]  # index of each running row in the caller's batch
 
 
-def _attention(layer, hidden, cos, sin, keys, values, write_positions, attend_mask, prefill: bool):
-    """One attention block. Prefill: ``hidden`` (rows, T, d), causal, returns its K/V for the caller to
-    store; decode: (rows, 1, d), writes K/V into ``keys``/``values`` at ``write_positions`` and attends
-    per row group ``attend_mask`` = [(first row, end row, (rows, span) mask)]."""
+def _rotated_heads(attn, hidden, which: str, cos, sin):
+    """(rows, heads, T, head_dim) queries (``which`` "q") or keys ("k"): projected, split into heads,
+    normed (Qwen3's q/k norm) and rotated, as the model's own attention computes them."""
+    from transformers.models.qwen3.modeling_qwen3 import rotate_half
+
+    rows, steps, _ = hidden.shape
+    states = getattr(attn, f"{which}_proj")(hidden).view(rows, steps, -1, attn.head_dim)
+    norm = getattr(attn, f"{which}_norm", None)
+    if norm is not None:
+        states = norm(states)
+    states = states.transpose(1, 2)
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return (states * cos) + (rotate_half(states) * sin)
+
+
+def _keys_values(attn, hidden, cos, sin):
+    value = attn.v_proj(hidden).view(*hidden.shape[:2], -1, attn.head_dim).transpose(1, 2)
+    return _rotated_heads(attn, hidden, "k", cos, sin), value
+
+
+def _attend_cached(attn, query, keys, values, attend_mask):
+    """One new query per row against its cached K/V, per row group ``attend_mask`` = [(first row, end
+    row, (rows, span) mask)]. Returns (rows, 1, heads * head_dim)."""
     import torch
     import torch.nn.functional as F
 
-    from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
+    rows, heads, _, head_dim = query.shape
+    grouped = query.view(rows, keys.shape[1], -1, head_dim)  # query heads sharing a K/V head, no copies
+    parts = []
+    for first, last, mask in attend_mask:  # rows of similar length read only their own span
+        span = mask.shape[-1]  # one fused kernel: scores, mask, softmax and the weighted sum
+        parts.append(F.scaled_dot_product_attention(grouped[first:last], keys[first:last, :, :span],
+                                                    values[first:last, :, :span],
+                                                    attn_mask=mask[:, None, None, :], scale=attn.scaling))
+    output = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return output.view(rows, heads, 1, head_dim).transpose(1, 2).reshape(rows, 1, -1)
+
+
+def _decode_layer(layer, hidden, cos, sin, keys, values, write_positions, attend_mask):
+    """One layer for one new token per row: writes its K/V into the caches at ``write_positions``."""
+    import torch
 
     attn = layer.self_attn
-    rows, steps, _ = hidden.shape
-    head_dim = attn.head_dim
-    query = attn.q_proj(hidden).view(rows, steps, -1, head_dim)
-    key = attn.k_proj(hidden).view(rows, steps, -1, head_dim)
-    if getattr(attn, "q_norm", None) is not None:
-        query, key = attn.q_norm(query), attn.k_norm(key)
-    query, key = query.transpose(1, 2), key.transpose(1, 2)
-    value = attn.v_proj(hidden).view(rows, steps, -1, head_dim).transpose(1, 2)
-    query, key = apply_rotary_pos_emb(query, key, cos, sin)
-    kv_heads = key.shape[1]
-    if prefill:
+    normed = layer.input_layernorm(hidden)
+    query = _rotated_heads(attn, normed, "q", cos, sin)
+    key, value = _keys_values(attn, normed, cos, sin)
+    index = torch.arange(len(hidden), device=hidden.device)
+    keys[index, :, write_positions] = key[:, :, 0]
+    values[index, :, write_positions] = value[:, :, 0]
+    hidden = hidden + attn.o_proj(_attend_cached(attn, query, keys, values, attend_mask))
+    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+
+def _prefill_layer(layer, hidden, cos, sin, computed: list, last=None):
+    """One layer over whole right-padded prompts (causal attention), appending its (K, V) to
+    ``computed``. With ``last`` (each row's last prompt position), only K/V are needed for the other
+    positions: the layer is the final one and only the last token's output is returned, (rows, 1, d).
+    That skips the final layer's query, output projection and MLP for every other prompt token."""
+    import torch
+    import torch.nn.functional as F
+
+    attn = layer.self_attn
+    normed = layer.input_layernorm(hidden)
+    key, value = _keys_values(attn, normed, cos, sin)
+    computed.append((key, value))
+    if last is None:
+        query = _rotated_heads(attn, normed, "q", cos, sin)
         output = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=attn.scaling,
-                                                enable_gqa=kv_heads != query.shape[1])
-        keys.append((key, value))
+                                                enable_gqa=key.shape[1] != query.shape[1])
+        hidden = hidden + attn.o_proj(output.transpose(1, 2).reshape(*hidden.shape[:2], -1))
     else:
-        index = torch.arange(rows, device=hidden.device)
-        keys[index, :, write_positions] = key[:, :, 0]
-        values[index, :, write_positions] = value[:, :, 0]
-        grouped = query.view(rows, kv_heads, -1, head_dim)  # query heads sharing a K/V head, no copies
-        parts = []
-        for first, last, mask in attend_mask:  # rows of similar length read only their own span
-            span = mask.shape[-1]  # one fused kernel: scores, mask, softmax and the weighted sum
-            parts.append(F.scaled_dot_product_attention(grouped[first:last], keys[first:last, :, :span],
-                                                        values[first:last, :, :span],
-                                                        attn_mask=mask[:, None, None, :], scale=attn.scaling))
-        output = (parts[0] if len(parts) == 1 else torch.cat(parts)).view(rows, -1, 1, head_dim)
-    output = output.transpose(1, 2).reshape(rows, steps, -1)
-    return attn.o_proj(output)
+        rows = torch.arange(len(hidden), device=hidden.device)
+        at_last = lambda states: states[rows, last][:, None]  # noqa: E731
+        query = _rotated_heads(attn, at_last(normed), "q", at_last(cos), at_last(sin))
+        mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] <= last[:, None]
+        hidden = at_last(hidden) + attn.o_proj(_attend_cached(attn, query, key, value, [(0, len(rows), mask)]))
+    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
 
-def _forward(model, tokens, positions, keys, values, write_positions=None, attend_mask=None, prefill=False):
-    """Hidden states after the final norm. Decode extends the caches; prefill appends each layer's
-    (key, value) to the list ``keys``."""
+def _forward(model, tokens, positions, keys, values, write_positions=None, attend_mask=None, last=None):
+    """Hidden states after the final norm. Decode (``values`` given) extends the caches; prefill
+    appends each layer's (key, value) to the list ``keys`` and returns only the ``last`` positions."""
     inner = model.model
     hidden = inner.embed_tokens(tokens)
     cos, sin = inner.rotary_emb(hidden, positions)
+    final = len(inner.layers) - 1
     for index, layer in enumerate(inner.layers):
-        attended = _attention(layer, layer.input_layernorm(hidden), cos, sin,
-                              keys if prefill else keys[index], None if prefill else values[index],
-                              write_positions, attend_mask, prefill)
-        hidden = hidden + attended
-        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        if values is None:
+            hidden = _prefill_layer(layer, hidden, cos, sin, keys, last if index == final else None)
+        else:
+            hidden = _decode_layer(layer, hidden, cos, sin, keys[index], values[index], write_positions,
+                                   attend_mask)
     return inner.norm(hidden)
 
 
@@ -128,12 +172,11 @@ def _prefill(model, prompts: list[list[int]], capacity: int, pad_id: int):
             tokens[row, :len(prompt)] = torch.tensor(prompt, device=device)
         positions = torch.arange(width, device=device).expand(end - start, width)
         computed: list = []
-        hidden = _forward(model, tokens, positions, computed, None, prefill=True)
+        hidden = _forward(model, tokens, positions, computed, None, last=lengths[start:end] - 1)
         for layer, (key, value) in enumerate(computed):  # padding K/V stays masked until overwritten
             keys[layer][start:end, :, :width] = key
             values[layer][start:end, :, :width] = value
-        last = hidden[torch.arange(end - start, device=device), lengths[start:end] - 1]
-        last_logits.append(model.lm_head(last))
+        last_logits.append(model.lm_head(hidden[:, 0]))
         start = end
     return _Batch(keys, values, lengths, list(range(len(prompts)))), torch.cat(last_logits)
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-GENERATION_CODE_VERSION = "generation-v3"  # v3: fast_decode.py (sampled outputs use its RNG stream)
+GENERATION_CODE_VERSION = "generation-v4"  # v3: fast_decode.py (own RNG stream); v4: its final-layer prefill (last bits)
 GRADING_CODE_VERSION = "grading-v2"
 
 

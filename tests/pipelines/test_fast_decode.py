@@ -70,6 +70,26 @@ def test_greedy_outputs_match_model_generate(gqa_model, micro_base, micro_proble
         assert len({g.text for g in fast.generations}) > 1
 
 
+def test_the_final_layer_runs_its_mlp_on_the_last_prompt_token_only(gqa_model, micro_problems, monkeypatch):
+    """The prefill skips the final layer's work that no logit reads (the outputs above check it stays
+    exact): its MLP sees one position per prompt there, while the first layer's sees every position."""
+    monkeypatch.setitem(fast_decode.PREFILL_CHUNK_TOKENS, "cpu", 1 << 20)  # all prompts in one chunk
+    model, tokenizer = gqa_model
+    prompts = _prompts(tokenizer, micro_problems)
+    seen: dict[str, list[tuple]] = {"first": [], "final": []}
+    hooks = [model.model.layers[index].mlp.register_forward_hook(
+        lambda module, args, output, name=name: seen[name].append(tuple(args[0].shape)))
+        for index, name in ((0, "first"), (-1, "final"))]
+    try:
+        fast_generate(model, tokenizer, prompts, 1, stop_ids=[])  # one new token: the prefill only
+    finally:
+        for hook in hooks:
+            hook.remove()
+    longest = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    assert seen["final"] == [(len(prompts), 1, model.config.hidden_size)]
+    assert seen["first"] == [(len(prompts), longest, model.config.hidden_size)]
+
+
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
 def test_the_other_supported_architectures_match_model_generate(tokenizer, micro_problems, architecture):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
