@@ -27,7 +27,7 @@ MIN_SPEEDUP = 2.0
 @dataclass(frozen=True)
 class GenerationBench:
     prompts: int = 128
-    repeats: int = 3  # interleaved ours/theirs rounds; the best of each counts (the machine is shared), as in P1
+    repeats: int = 5  # interleaved ours/theirs rounds; the best of each counts (the machine is shared), as in P1
     max_new_tokens: int = TINY.eval.max_new_tokens
     batch_size: int = TINY.eval.batch_size
     threads: int = 1  # torch intra-op threads for both engines: 2 thrash when the 2 cores are shared

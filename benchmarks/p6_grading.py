@@ -25,7 +25,7 @@ MIN_PARALLEL_SPEEDUP = 1.8
 class GradingBench:
     samples: int = 4000
     workers: int = 2  # the machine's 2 cores
-    rounds: int = 3
+    rounds: int = 5
     seed: int = 0
 
 
