@@ -123,11 +123,11 @@ def _prefill_layer(layer, hidden, cos, sin, computed: list, last=None):
                                                 enable_gqa=key.shape[1] != query.shape[1])
         hidden = hidden + attn.o_proj(output.transpose(1, 2).reshape(*hidden.shape[:2], -1))
     else:
-        rows = torch.arange(len(hidden), device=hidden.device)
-        at_last = lambda states: states[rows, last][:, None]  # noqa: E731
+        row_index = torch.arange(len(hidden), device=hidden.device)
+        at_last = lambda states: states[row_index, last][:, None]  # noqa: E731
         query = _rotated_heads(attn, at_last(normed), "q", at_last(cos), at_last(sin))
-        mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] <= last[:, None]
-        hidden = at_last(hidden) + attn.o_proj(_attend_cached(attn, query, key, value, [(0, len(rows), mask)]))
+        mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] <= last[:, None]  # its own prompt
+        hidden = at_last(hidden) + attn.o_proj(_attend_cached(attn, query, key, value, [(0, len(hidden), mask)]))
     return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
 
