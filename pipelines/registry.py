@@ -60,7 +60,7 @@ class ModelRegistry:
         existing = self.find(name, checkpoint_version)
         if existing is not None:
             return existing
-        if not self._exists(name):
+        if self._registered_model(name) is None:
             self._call(lambda: self.client.create_registered_model(
                 name, description="llm-lineage checkpoints; the 'champion' alias is the promoted one"))
         self._call(lambda: self.client.log_artifacts(run_id, str(checkpoint_dir), CHECKPOINT_ARTIFACT))
@@ -80,15 +80,8 @@ class ModelRegistry:
         return _registered(self._call(lambda: self.client.get_model_version(version.name, version.version)))
 
     def champion(self, name: str) -> RegisteredVersion | None:
-        from mlflow.exceptions import MlflowException
-
-        try:  # one lookup, not a search first: searching registered models is the slowest registry call
-            model = self._call(lambda: self.client.get_registered_model(name))
-        except MlflowException as error:
-            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise
-        if CHAMPION not in (model.aliases or {}):
+        model = self._registered_model(name)
+        if model is None or CHAMPION not in (model.aliases or {}):
             return None
         return _registered(self._call(lambda: self.client.get_model_version_by_alias(name, CHAMPION)))
 
@@ -101,8 +94,17 @@ class ModelRegistry:
         return Path(self._call(lambda: self.client.download_artifacts(version.run_id, CHECKPOINT_ARTIFACT,
                                                                       str(destination))))
 
-    def _exists(self, name: str) -> bool:
-        return bool(self._call(lambda: self.client.search_registered_models(f"name = '{name}'")))
+    def _registered_model(self, name: str):
+        """The registered model, or None. One lookup: searching registered models is the slowest
+        registry call."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._call(lambda: self.client.get_registered_model(name))
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
 
 
 def _registered(version) -> RegisteredVersion:
