@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export DAGSTER_HOME := $(LINEAGE_HOME)/dagster_home
 export LLM_LINEAGE_HOME := $(LINEAGE_HOME)
 
-.PHONY: setup demo test bench ui validate clean
+.PHONY: setup demo test test-fast bench ui validate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ demo: setup
 ## The test suite (unit, resources, assets, end-to-end against a real MLflow server).
 test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest tests
+
+## Unit tests only (-m "not slow": no servers, Dagster CLI runs, subprocess training or browser); a few minutes.
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow"
 
 ## Performance benchmarks (issue #6): ratios vs baselines measured in the same run; ~15 min on 2 cores.
 ## Prints the table and writes benchmarks/results/latest.{json,md}. BENCH_ARGS="--only P2,P3" or "--quick".

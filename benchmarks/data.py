@@ -1,4 +1,4 @@
-"""Inputs the benchmarks share: GSM8K questions from shared/, synthetic training rows, realistic outputs."""
+"""Inputs the benchmarks share: GSM8K questions from data/gsm8k/, synthetic training rows, realistic outputs."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 from pipelines.data.synthetic import DOMAIN_SHIFT_TEMPLATES, ITEMS, NAMES, TRAIN_TEMPLATES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-GSM8K_DIR = PROJECT_ROOT.parent / "shared" / "datasets" / "gsm8k"
+GSM8K_DIR = PROJECT_ROOT / "data" / "gsm8k"
 
 
 def gsm8k_rows(split: str) -> list[dict]:
-    """GSM8K lines read in place from shared/ (never copied into the repository)."""
+    """GSM8K lines read in place from the repository's data/gsm8k/ (data/README.md)."""
     path = GSM8K_DIR / f"{split}.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"GSM8K expected at {path} (the shared/ folder beside the repository)")
+        raise FileNotFoundError(f"GSM8K expected at {path} (committed with the repository: data/README.md)")
     with path.open() as handle:
         return [json.loads(line) for line in handle if line.strip()]
 

@@ -1,9 +1,10 @@
 """Configured paths stay inside the data roots: a Launchpad field cannot read ``/etc`` or ``../../``.
 
-Roots: the lineage home (``LLM_LINEAGE_HOME``, default ``./var``), the repository, the ``shared/``
-folder beside it (datasets), and any directories listed in ``LLM_LINEAGE_DATA_ROOTS``
-(``os.pathsep``-separated). Relative paths are taken from the repository root (the code location's
-working directory), and symlinks are resolved before the check.
+Roots: the lineage home (``LLM_LINEAGE_HOME``, default ``./var``), the repository (its ``data/`` holds
+the bundled datasets: GSM8K, MATH-500), and any directories listed in ``LLM_LINEAGE_DATA_ROOTS``
+(``os.pathsep``-separated); nothing beside the repository is a root unless listed there. Relative paths
+are taken from the repository root (the code location's working directory), and symlinks are resolved
+before the check.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class PathOutsideDataRoots(ValueError):
 def data_roots() -> list[Path]:
     home = Path(os.environ.get("LLM_LINEAGE_HOME", PROJECT_ROOT / "var"))
     extra = [Path(p) for p in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
-    return [root.resolve() for root in (home, PROJECT_ROOT, PROJECT_ROOT.parent / "shared", *extra)]
+    return [root.resolve() for root in (home, PROJECT_ROOT, *extra)]
 
 
 def confine(path: str | Path, field: str, roots: list[Path] | None = None) -> Path:

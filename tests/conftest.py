@@ -1,4 +1,5 @@
-"""Shared fixtures: a real MLflow tracking server on 127.0.0.1, smoke-profile resources, GSM8K paths."""
+"""Shared fixtures: a real MLflow tracking server on 127.0.0.1, smoke-profile resources, GSM8K paths; the
+``slow`` marker (servers, Dagster CLI runs, subprocess training, a browser) that ``make test-fast`` leaves out."""
 
 from __future__ import annotations
 
@@ -22,7 +23,19 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GSM8K_DIR = REPO_ROOT.parent / "shared" / "datasets" / "gsm8k"
+TESTS_DIR = REPO_ROOT / "tests"
+GSM8K_DIR = REPO_ROOT / "data" / "gsm8k"  # committed with the repository (data/README.md)
+# ``slow`` (make test: everything; make test-fast: -m "not slow"). A test is slow when it uses one of these
+# fixtures (directly or through another fixture), when its module imports a server starter (SLOW_HELPERS)
+# or sets ``pytestmark = pytest.mark.slow``, or when its module is listed here.
+SLOW_FIXTURES = frozenset({"mlflow_server", "materialized_lineage"})
+SLOW_HELPERS = frozenset({"start_mlflow_server", "start_dagster_ui"})
+SLOW_MODULES = frozenset({
+    "test_concurrent_runs.py",            # two `dagster asset materialize` CLI runs at once
+    "assets/test_checkpoint_assets.py",   # Pipes subprocess training, 2-process DDP, kill and resume
+    "pipelines/test_train_entrypoint.py",  # training in a subprocess, killed and resumed
+})
+UNMARKED_SLOW_S = 20  # a test not marked slow that takes longer is named at the end of the session
 SERVER_START_TIMEOUT_S = 120
 
 
@@ -37,6 +50,34 @@ def reconfigured(resource: dg.ConfigurableResource, **changes) -> dg.Configurabl
     resource from the config it was constructed with, so a copied field would silently revert.)"""
     fields = {name: getattr(resource, name) for name in type(resource).model_fields}
     return type(resource)(**{**fields, **changes})
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    module = getattr(item, "module", None)
+    relative = item.path.relative_to(TESTS_DIR).as_posix() if item.path.is_relative_to(TESTS_DIR) else ""
+    return bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or relative in SLOW_MODULES
+                or (module is not None and SLOW_HELPERS & set(vars(module))))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)
+
+
+_unmarked_slow: list[tuple[str, float]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.duration > UNMARKED_SLOW_S and "slow" not in report.keywords:
+        _unmarked_slow.append((report.nodeid, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unmarked_slow:
+        terminalreporter.section(f"tests over {UNMARKED_SLOW_S}s not marked slow (see SLOW_* in tests/conftest.py)")
+        for nodeid, seconds in _unmarked_slow:
+            terminalreporter.write_line(f"{seconds:6.1f}s {nodeid}")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -104,7 +145,7 @@ def lineage_home(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def gsm8k_dir() -> Path:
     if not (GSM8K_DIR / "train.jsonl").is_file():
-        pytest.fail(f"GSM8K files expected at {GSM8K_DIR} (the shared/ folder beside the repo)")
+        pytest.fail(f"GSM8K files expected at {GSM8K_DIR} (committed with the repository: data/README.md)")
     return GSM8K_DIR
 
 

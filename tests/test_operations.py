@@ -20,6 +20,8 @@ GENERATION = ["raw_problems", "eval_suites", "training_problems", "raw_corpus", 
               "lineage_report"]
 TRAIN_LINES, TEST_LINES, ADDED_LINES, PLANTED = 300, 40, 30, 8
 
+pytestmark = pytest.mark.slow  # two generations of training and evaluation through Dagster runs
+
 
 def _lines(path, start, count):
     with open(path) as handle:

@@ -19,8 +19,7 @@ SECRET = "tok-3f9a1c77-never-log-me"
 
 
 def test_paths_inside_the_roots_resolve(tmp_path):
-    assert confine("../shared/datasets/gsm8k/train.jsonl", "jsonl_paths[0]") == \
-        (PROJECT_ROOT.parent / "shared" / "datasets" / "gsm8k" / "train.jsonl").resolve()
+    assert confine("data/gsm8k/train.jsonl", "jsonl_paths[0]") == PROJECT_ROOT / "data" / "gsm8k" / "train.jsonl"
     assert confine("README.md", "f") == PROJECT_ROOT / "README.md"  # relative: from the repository root
     assert confine(tmp_path / "x.jsonl", "f", roots=[tmp_path]) == (tmp_path / "x.jsonl").resolve()
 
@@ -29,6 +28,14 @@ def test_paths_inside_the_roots_resolve(tmp_path):
 def test_paths_outside_the_roots_are_rejected_naming_the_field(path):
     with pytest.raises(PathOutsideDataRoots, match=r"jsonl_paths\[0\]: .*outside the data roots"):
         confine(path, "jsonl_paths[0]", roots=[PROJECT_ROOT])
+
+
+def test_a_folder_beside_the_repository_is_not_a_default_root():
+    """The datasets live in the repository's data/; a sibling folder (the old ../shared) needs
+    LLM_LINEAGE_DATA_ROOTS like any other directory."""
+    assert confine("data/gsm8k/test.jsonl", "extra_suites[gsm8k].path").is_file()  # bundled, no download
+    with pytest.raises(PathOutsideDataRoots, match=r"jsonl_paths\[0\]: .*outside the data roots"):
+        confine("../shared/datasets/gsm8k/train.jsonl", "jsonl_paths[0]")
 
 
 def test_a_symlink_out_of_a_root_is_rejected(tmp_path):
