@@ -3,13 +3,21 @@
 A line is kept only if it is a JSON object with non-empty string ``question`` and ``answer`` fields and
 the answer ends in ``#### N`` with a numeric N. Everything else goes to quarantine with the file, the
 1-based line number and a reason, so ``kept + quarantined == lines read`` holds by construction.
+
+Each file is hashed as it is read, so the audit credits exactly the bytes ingested, and a file that
+changes while it is read (an in-place ``cp``, a ``mv`` over it) fails the read instead of passing a torn
+or foreign copy. Lines are read with a bounded ``readline``: an over-long line costs ~``max_line_bytes``
+of memory, not its own size.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +29,12 @@ _NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
 RAW_PREVIEW_CHARS = 500
 # A GSM8K line is ~1 KB; a line this long is a broken export (or an attack), not a problem to train on.
 DEFAULT_MAX_LINE_BYTES = 1 << 20
+_SKIP_CHUNK_BYTES = 1 << 16  # the rest of an over-long line is read (and hashed) in pieces this big
+UTF8_BOM = b"\xef\xbb\xbf"  # editors and Windows exports put it before the first line
+
+
+class RawFileChanged(RuntimeError):
+    """The bytes read are not the file that was versioned: fail the step, a retry reads a stable file."""
 
 
 @dataclass(frozen=True)
@@ -35,14 +49,33 @@ class QuarantinedLine:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class FileRead:
+    """One read of one file: the sha256 and size of exactly the bytes ingested (what the audit credits,
+    never a later re-hash of the path), and what became of its lines (``lines == 0``: an empty file)."""
+
+    path: str
+    sha256: str
+    bytes: int
+    lines: int
+    kept: int
+    quarantined: int
+
+
 @dataclass
 class IngestResult:
     problems: list[Problem] = field(default_factory=list)
     quarantined: list[QuarantinedLine] = field(default_factory=list)
     lines_read: int = 0
+    files: list[FileRead] = field(default_factory=list)  # in read order (held-out files first)
 
     def quarantine_counts(self) -> dict[str, int]:
         return dict(Counter(q.kind for q in self.quarantined))
+
+    @property
+    def empty_files(self) -> list[str]:
+        """Files that held no line at all: reading them is not evidence of any data."""
+        return [f.path for f in self.files if f.lines == 0]
 
 
 def split_from_filename(path: Path) -> str:
@@ -100,12 +133,63 @@ def quarantine_rate(kept: int, quarantined: int) -> float:
     return quarantined / total if total else 0.0
 
 
+class _Digest:
+    """sha256 and byte count of everything read from one file."""
+
+    def __init__(self) -> None:
+        self.sha256, self.bytes = hashlib.sha256(), 0
+
+    def update(self, chunk: bytes) -> bytes:
+        self.sha256.update(chunk)
+        self.bytes += len(chunk)
+        return chunk
+
+
+def _lines(handle, digest: _Digest, max_line_bytes: int) -> Iterator[tuple[bytes, int | None]]:
+    """(line without its newline, None), or (its first bytes, its length) for a line over the limit,
+    whose rest is skipped in chunks so it never sits in memory whole."""
+    limit = max_line_bytes + 2  # room for the line's '\r\n'
+    while chunk := digest.update(handle.readline(limit)):
+        if chunk.endswith(b"\n") or len(chunk) < limit:  # a whole line (the last may lack its newline)
+            line = chunk.rstrip(b"\r\n")
+            yield (line, None) if len(line) <= max_line_bytes else (line[:RAW_PREVIEW_CHARS], len(line))
+            continue
+        head, length, tail = chunk[:RAW_PREVIEW_CHARS], len(chunk), chunk[-2:]
+        del chunk
+        while not tail.endswith(b"\n") and (piece := digest.update(handle.readline(_SKIP_CHUNK_BYTES))):
+            length, tail = length + len(piece), (tail + piece)[-2:]
+        yield head, length - (2 if tail == b"\r\n" else 1 if tail.endswith(b"\n") else 0)
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev
+
+
+def _check_unchanged(path: Path, before: os.stat_result, digest: _Digest, sha256: str,
+                     expected_sha256: str | None) -> None:
+    """Raise when what was read is not one stable version of ``path`` (or not the snapshot's version)."""
+    retry = "the step fails so it can be retried on a stable file"
+    if expected_sha256 is not None and sha256 != expected_sha256:
+        raise RawFileChanged(f"{path} changed while it was read (sha256 before {expected_sha256} in the folder "
+                             f"snapshot, bytes read {sha256} ({digest.bytes} bytes)); {retry}")
+    try:
+        after = _identity(os.stat(path))
+    except FileNotFoundError:
+        after = None
+    if after != _identity(before) or digest.bytes != before.st_size:
+        raise RawFileChanged(f"{path} changed while it was read ((size, mtime_ns, inode, device) before "
+                             f"{_identity(before)}, after {after or 'removed'}; {digest.bytes} bytes read); {retry}")
+
+
 def ingest_jsonl(paths: list[Path], *, question_field: str = "question", answer_field: str = "answer",
-                 answer_format: str = "gsm8k", max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> IngestResult:
+                 answer_format: str = "gsm8k", max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                 expected_sha256: Mapping[str, str] | None = None) -> IngestResult:
     """Read GSM8K-format files; duplicates of an already-kept question are quarantined too.
 
     Held-out (test) files are read first, so a question that is in both a test and a training file is
-    kept as an eval item and its training copy is quarantined as a duplicate of it.
+    kept as an eval item and its training copy is quarantined as a duplicate of it. ``expected_sha256``
+    (``str(path)`` -> sha256, e.g. from a folder snapshot) must match the bytes read; every file must
+    also keep its size, mtime and inode while it is read, else :class:`RawFileChanged`.
     """
     if answer_format not in ANSWER_FORMATS:
         raise ValueError(f"unknown answer_format '{answer_format}', expected one of {ANSWER_FORMATS}")
@@ -115,12 +199,16 @@ def ingest_jsonl(paths: list[Path], *, question_field: str = "question", answer_
         if not path.is_file():
             raise FileNotFoundError(f"raw JSONL file not found: {path}")
         split = split_from_filename(path)
+        digest, lines, kept, quarantined = _Digest(), 0, len(result.problems), len(result.quarantined)
         with path.open("rb") as handle:
-            for line_number, raw in enumerate(handle, start=1):
+            before = os.fstat(handle.fileno())
+            for line_number, (raw, too_long) in enumerate(_lines(handle, digest, max_line_bytes), start=1):
                 result.lines_read += 1
-                raw = raw.rstrip(b"\r\n")
-                if len(raw) > max_line_bytes:
-                    parsed = ("too_long", f"line is {len(raw)} bytes, over the {max_line_bytes}-byte limit")
+                lines = line_number
+                if line_number == 1 and raw.startswith(UTF8_BOM):
+                    raw = raw[len(UTF8_BOM):]
+                if too_long is not None:
+                    parsed = ("too_long", f"line is {too_long} bytes, over the {max_line_bytes}-byte limit")
                 else:
                     parsed = _parse_line(raw, question_field, answer_field, answer_format)
                 preview = raw[:RAW_PREVIEW_CHARS].decode("utf-8", errors="replace")
@@ -139,4 +227,8 @@ def ingest_jsonl(paths: list[Path], *, question_field: str = "question", answer_
                 result.problems.append(Problem(
                     problem_id=stable_id(key), key=key, split=split, question=question, solution=solution,
                     answer=answer, source=str(path), source_line=line_number))
+        sha256 = digest.sha256.hexdigest()
+        _check_unchanged(path, before, digest, sha256, (expected_sha256 or {}).get(str(path)))
+        result.files.append(FileRead(str(path), sha256, digest.bytes, lines, len(result.problems) - kept,
+                                     len(result.quarantined) - quarantined))
     return result
