@@ -14,6 +14,7 @@ from pydantic import Field
 from assets._automation import UPSTREAM_DATA_CHANGED
 from assets._pools import ACCELERATOR
 from assets._lineage import recorded, rows_version
+from assets._tables import publish_tables, read_published
 from assets._metadata import preview
 from assets.raw import raw_problems
 from pipelines.data.datasets import (CONTAMINATION_COLUMNS, ContaminationError, assert_disjoint, build_corpus,
@@ -32,8 +33,10 @@ from resources import CheckpointStore, DuckDBStore, LineageProfile
 TRAINING_PROBLEMS = "training_problems"
 
 
-def _training(duckdb: DuckDBStore) -> list[Problem]:
-    return problems_from_rows(duckdb.rows(TRAINING_PROBLEMS))
+def _training(context: dg.AssetExecutionContext, duckdb: DuckDBStore) -> tuple[list[Problem], str]:
+    """The published training problems and their version (refused if the latest build was rejected)."""
+    rows, version = read_published(context, duckdb, training_problems)
+    return problems_from_rows(rows), version
 
 
 def _table_result(rows: list[dict], preview_columns: list[str], **metadata) -> dg.MaterializeResult:
@@ -53,9 +56,9 @@ class ExtraSuite(dg.Config):
 
 
 class EvalSuitesConfig(dg.Config):
-    eval_suite_size: int | None = None
+    eval_suite_size: int | None = Field(default=None, gt=0)
     seed: int | None = None
-    max_operand: int | None = None
+    max_operand: int | None = Field(default=None, gt=0)
     extra_suites: list[ExtraSuite] = Field(default_factory=list, description="e.g. GSM8K test: "
                                            "{name: gsm8k, path: ../shared/datasets/gsm8k/test.jsonl}")
     perturbations: list[str] = Field(default_factory=lambda: list(PERTURBATIONS),
@@ -74,7 +77,8 @@ def eval_suites(context: dg.AssetExecutionContext, config: EvalSuitesConfig, duc
                                        question_field=extra.question_field,
                                        answer_field=extra.answer_field, answer_format=extra.answer_format)
               for extra in config.extra_suites}
-    rows = build_eval_suites(problems_from_rows(duckdb.rows("raw_problems")), data.eval_suite_size, data.seed,
+    raw_rows, raw_version = read_published(context, duckdb, raw_problems)
+    rows = build_eval_suites(problems_from_rows(raw_rows), data.eval_suite_size, data.seed,
                              data.max_operand, {name: result.problems for name, result in loaded.items()},
                              perturbations=tuple(config.perturbations))
     duckdb.replace_table("eval_suites", rows)
@@ -84,68 +88,97 @@ def eval_suites(context: dg.AssetExecutionContext, config: EvalSuitesConfig, duc
     kinds = Counter(r["perturbation"] for r in rows if r["perturbation"])
     return recorded(context, duckdb, _table_result(
         rows, ["suite", "question", "answer"], suite_sizes=dg.MetadataValue.json(sizes),
-        perturbation_kinds=dg.MetadataValue.json(dict(sorted(kinds.items())))), config)
+        perturbation_kinds=dg.MetadataValue.json(dict(sorted(kinds.items())))), config,
+        inputs={"raw_problems": raw_version})
 
 
-@dg.asset(group_name="datasets", deps=[raw_problems, eval_suites], kinds={"python", "duckdb"},
-          automation_condition=UPSTREAM_DATA_CHANGED)
-def training_problems(context: dg.AssetExecutionContext, duckdb: DuckDBStore,
-                      profile: LineageProfile) -> dg.MaterializeResult:
-    """The training split, decontaminated against every eval item; what was removed, and why, is in
-    ``contamination_report``."""
-    ngram = profile.settings().data.decontamination_ngram
-    result = decontaminate(problems_from_rows(duckdb.rows("raw_problems")), duckdb.rows("eval_suites"), ngram)
-    rows = [p.as_row() for p in result.clean]
-    duckdb.replace_table(TRAINING_PROBLEMS, rows, columns=list(Problem.__dataclass_fields__))
-    duckdb.replace_table("contamination_report", result.report, columns=CONTAMINATION_COLUMNS)
-    return recorded(context, duckdb, _table_result(
-        rows, ["question", "answer"], removed_as_contaminated=len(result.report), ngram=ngram,
-        removed_by_method=dg.MetadataValue.json(dict(Counter(r["method"] for r in result.report))),
-        contamination_report=preview(result.report, ["method", "eval_suite", "question", "evidence"])))
+DISJOINT_CHECK = "training_problems_disjoint_from_eval"
 
 
-@dg.asset_check(asset=training_problems, blocking=True,
-                description="No training problem shares a key, a question or an n-gram with an eval item.")
-def training_problems_disjoint_from_eval(duckdb: DuckDBStore, profile: LineageProfile) -> dg.AssetCheckResult:
-    training, eval_rows = _training(duckdb), duckdb.rows("eval_suites")
-    ngram = profile.settings().data.decontamination_ngram
-    overlaps = find_contamination([(p.problem_id, p.question) for p in training],
-                                  [(f"{r['suite']}/{r['problem_id']}", r["question"]) for r in eval_rows], n=ngram)
+def disjointness_verdict(training: list[Problem], eval_rows: list[dict], ngram: int) -> dg.AssetCheckResult:
+    """The blocking check, on the rows this step built: no shared key, question or word n-gram."""
+    def result(passed: bool, description: str | None, **metadata) -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(check_name=DISJOINT_CHECK, passed=passed, severity=dg.AssetCheckSeverity.ERROR,
+                                   description=description, metadata=metadata)
+
     try:
         assert_disjoint(eval_rows, training)
     except ContaminationError as error:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata={"error": str(error)})
-    return dg.AssetCheckResult(passed=not overlaps, severity=dg.AssetCheckSeverity.ERROR, metadata={
-        "training_problems": len(training), "eval_items": len(eval_rows), "ngram_overlaps": len(overlaps),
-        "first_overlaps": dg.MetadataValue.json([vars(m) for m in overlaps[:5]])})
+        return result(False, str(error), error=str(error))
+    overlaps = find_contamination([(p.problem_id, p.question) for p in training],
+                                  [(f"{r['suite']}/{r['problem_id']}", r["question"]) for r in eval_rows], n=ngram)
+    if not training:
+        description = "no training problem is left: the source has no usable training split"
+    elif overlaps:
+        description = f"{len(overlaps)} training problems share a {ngram}-gram with an eval item"
+    else:
+        description = None
+    return result(description is None, description, training_problems=len(training), eval_items=len(eval_rows),
+                  ngram_overlaps=len(overlaps),
+                  first_overlaps=dg.MetadataValue.json([vars(m) for m in overlaps[:5]]))
+
+
+@dg.asset(group_name="datasets", deps=[raw_problems, eval_suites], kinds={"python", "duckdb"},
+          automation_condition=UPSTREAM_DATA_CHANGED, check_specs=[dg.AssetCheckSpec(
+              DISJOINT_CHECK, asset=TRAINING_PROBLEMS, blocking=True,
+              description="No training problem shares a key, a question or an n-gram with an eval item, "
+                          "and some are left; otherwise nothing is published or trained.")])
+def training_problems(context: dg.AssetExecutionContext, duckdb: DuckDBStore,
+                      profile: LineageProfile) -> dg.MaterializeResult:
+    """The training split, decontaminated against every eval item; what was removed, and why, is in
+    ``contamination_report``. Published only when the disjointness check passes on these rows."""
+    ngram = profile.settings().data.decontamination_ngram
+    raw_rows, raw_version = read_published(context, duckdb, raw_problems)
+    eval_rows = duckdb.rows("eval_suites")
+    result = decontaminate(problems_from_rows(raw_rows), eval_rows, ngram)
+    rows = [p.as_row() for p in result.clean]
+    verdict = disjointness_verdict(result.clean, eval_rows, ngram)
+    version = rows_version(rows)
+    if verdict.passed:
+        publish_tables(duckdb, TRAINING_PROBLEMS, version, context.run.run_id, {
+            TRAINING_PROBLEMS: (rows, list(Problem.__dataclass_fields__)),
+            "contamination_report": (result.report, CONTAMINATION_COLUMNS)})
+    else:
+        context.log.error(f"training_problems rejected, not published: {verdict.description}")
+    table = _table_result(rows, ["question", "answer"], removed_as_contaminated=len(result.report), ngram=ngram,
+                          published=verdict.passed,
+                          removed_by_method=dg.MetadataValue.json(dict(Counter(r["method"] for r in result.report))),
+                          contamination_report=preview(result.report, ["method", "eval_suite", "question", "evidence"]))
+    return recorded(context, duckdb, dg.MaterializeResult(data_version=table.data_version, metadata=table.metadata,
+                                                          check_results=[verdict]),
+                    inputs={"raw_problems": raw_version})
 
 
 @dg.asset(group_name="datasets", deps=[training_problems], kinds={"python", "duckdb"},
           automation_condition=UPSTREAM_DATA_CHANGED)
 def raw_corpus(context: dg.AssetExecutionContext, duckdb: DuckDBStore) -> dg.MaterializeResult:
     """Pretraining documents for the base model, from the decontaminated training problems."""
-    documents = build_corpus(_training(duckdb))
+    problems, version = _training(context, duckdb)
+    documents = build_corpus(problems)
     duckdb.replace_table("raw_corpus", documents, columns=["problem_id", "text"])
     return recorded(context, duckdb, _table_result(documents, ["text"],
-                                                   characters=sum(len(d["text"]) for d in documents)))
+                                                   characters=sum(len(d["text"]) for d in documents)),
+                    inputs={TRAINING_PROBLEMS: version})
 
 
 @dg.asset(group_name="datasets", deps=[training_problems], kinds={"python", "duckdb"},
           automation_condition=UPSTREAM_DATA_CHANGED)
 def sft_dataset(context: dg.AssetExecutionContext, duckdb: DuckDBStore) -> dg.MaterializeResult:
     """Instruct SFT rows: question → direct answer."""
-    rows = build_sft(_training(duckdb))
+    problems, version = _training(context, duckdb)
+    rows = build_sft(problems)
     duckdb.replace_table("sft_dataset", rows)
-    return recorded(context, duckdb, _table_result(rows, ["prompt", "completion"]))
+    return recorded(context, duckdb, _table_result(rows, ["prompt", "completion"]), inputs={TRAINING_PROBLEMS: version})
 
 
 @dg.asset(group_name="datasets", deps=[training_problems], kinds={"python", "duckdb"},
           automation_condition=UPSTREAM_DATA_CHANGED)
 def think_dataset(context: dg.AssetExecutionContext, duckdb: DuckDBStore) -> dg.MaterializeResult:
     """Reasoning SFT rows: question → <think>worked solution</think> answer."""
-    rows = build_think(_training(duckdb))
+    problems, version = _training(context, duckdb)
+    rows = build_think(problems)
     duckdb.replace_table("think_dataset", rows)
-    return recorded(context, duckdb, _table_result(rows, ["prompt", "completion"]))
+    return recorded(context, duckdb, _table_result(rows, ["prompt", "completion"]), inputs={TRAINING_PROBLEMS: version})
 
 
 class PreferenceConfig(dg.Config):
@@ -154,10 +187,10 @@ class PreferenceConfig(dg.Config):
 
     source: Literal["synthetic", "on_policy", "both"] = "synthetic"
     seed: int | None = None
-    on_policy_prompts: int = Field(default=64, description="Training prompts to sample on.")
-    samples_per_prompt: int = 4
-    temperature: float = 1.0
-    max_new_tokens: int = 64
+    on_policy_prompts: int = Field(default=64, gt=0, description="Training prompts to sample on.")
+    samples_per_prompt: int = Field(default=4, gt=0)
+    temperature: float = Field(default=1.0, ge=0)
+    max_new_tokens: int = Field(default=64, gt=0)
 
 
 @dg.asset(group_name="datasets", deps=[training_problems, think_dataset, "think_sft_checkpoint"],
@@ -167,8 +200,9 @@ def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceConf
     """DPO pairs (prompt, chosen, rejected) + correct on-policy traces in ``on_policy_traces``."""
     seed = config.seed if config.seed is not None else profile.settings().data.seed
     rows, metadata = [], {}
+    problems, training_version = _training(context, duckdb)
     if config.source in ("synthetic", "both"):
-        rows += build_preference(_training(duckdb), seed)
+        rows += build_preference(problems, seed)
     traces: list[dict] = []
     if config.source in ("on_policy", "both"):
         settings = OnPolicySettings(config.on_policy_prompts, config.samples_per_prompt, config.temperature,
@@ -182,4 +216,5 @@ def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceConf
                          columns=["problem_id", "source", "prompt", "chosen", "rejected", "answer", "rejected_answer"])
     duckdb.replace_table("on_policy_traces", traces, columns=["problem_id", "prompt", "completion", "answer"])
     return recorded(context, duckdb, _table_result(rows, ["source", "prompt", "chosen", "rejected"], **metadata,
-                                                   source=config.source), config)
+                                                   source=config.source), config,
+                    inputs={TRAINING_PROBLEMS: training_version})

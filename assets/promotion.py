@@ -10,6 +10,7 @@ from pydantic import Field
 
 from assets._automation import UPSTREAM_DATA_CHANGED
 from assets._lineage import recorded
+from assets._tables import require_passed_on_latest
 from assets.checkpoints import instruct_checkpoint, reasoning_checkpoint
 from assets.evals import SCORES_TABLE, eval_scores
 from pipelines.evaluation.gating import GateSettings, evaluate_checkpoint
@@ -75,6 +76,9 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
               automation_condition=UPSTREAM_DATA_CHANGED)
     def _champion(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: MLflowTracking,
                   checkpoints: CheckpointStore) -> dg.MaterializeResult:
+        # In the same run a failed gate already stops this step; a later run selecting only it must not
+        # move the alias to a candidate the gate rejected (or never judged) either.
+        require_passed_on_latest(context, _candidate.key, [_gate.check_key])
         champion, previous = promote_candidate(mlflow.registry(),
                                                registered_model_name(mlflow.registered_model_prefix, variant),
                                                checkpoints.current(checkpoint_name))

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from assets._lineage import recorded, rows_version
 from assets._metadata import preview
+from assets._tables import publish_tables
 from pipelines.data.ingest import DEFAULT_MAX_LINE_BYTES, quarantine_rate
 from pipelines.data.problems import Problem
 from pipelines.data.raw import JSONL, QUARANTINE_COLUMNS, choose_source, load_raw_problems, source_records
@@ -30,6 +31,9 @@ with warnings.catch_warnings():  # observable source assets are "beta" in Dagste
         })
 
 
+QUARANTINE_CHECK = "raw_quarantine_rate_below_threshold"
+
+
 class RawProblemsConfig(dg.Config):
     """Where raw problems come from. Unset numbers take the active profile's values."""
 
@@ -40,59 +44,71 @@ class RawProblemsConfig(dg.Config):
                                    "'test' marks its problems as held-out.")
     question_field: str = "question"
     answer_field: str = Field(default="answer", description="Worked solution ending in '#### N'.")
-    n_problems: int | None = Field(default=None, description="Synthetic: how many distinct problems.")
+    n_problems: int | None = Field(default=None, gt=0, description="Synthetic: how many distinct problems.")
     seed: int | None = None
-    max_operand: int | None = None
-    eval_fraction: float | None = Field(default=None, description="Synthetic: share held out for eval.")
-    max_line_bytes: int = Field(default=DEFAULT_MAX_LINE_BYTES, description="JSONL: longer lines are "
+    max_operand: int | None = Field(default=None, gt=0)
+    eval_fraction: float | None = Field(default=None, ge=0, le=1, description="Synthetic: share held out for eval.")
+    max_line_bytes: int = Field(default=DEFAULT_MAX_LINE_BYTES, gt=0, description="JSONL: longer lines are "
                                 "quarantined as 'too_long'.")
+    max_quarantine_rate: float | None = Field(default=None, ge=0, le=1, description="The blocking check fails "
+                                              "when a larger share of the lines read was quarantined (0-1); "
+                                              "unset: the profile's value.")
 
 
-@dg.asset(group_name="raw", deps=[raw_data_files], kinds={"python", "duckdb"})
+def quarantine_verdict(lines_read: int, kept: int, quarantined: int, reasons: dict[str, int],
+                       limit: float) -> dg.AssetCheckResult:
+    """The blocking check, on exactly the rows this step read (never on the shared table)."""
+    rate = quarantine_rate(kept, quarantined)
+    if lines_read == 0:
+        description = "the raw source is empty (0 lines read): nothing to train on"
+    elif kept == 0:
+        description = f"all {quarantined} raw lines were quarantined: see raw_quarantine_rejected"
+    elif rate > limit:
+        description = (f"{quarantined} of {kept + quarantined} raw lines quarantined ({rate:.1%}), over the "
+                       f"{limit:.1%} limit: see raw_quarantine_rejected")
+    else:
+        description = None
+    return dg.AssetCheckResult(
+        check_name=QUARANTINE_CHECK, passed=description is None, severity=dg.AssetCheckSeverity.ERROR,
+        description=description, metadata={
+            "quarantine_rate": rate, "max_quarantine_rate": limit, "lines_read": lines_read, "kept": kept,
+            "quarantined": quarantined, "reasons": dg.MetadataValue.json(reasons)})
+
+
+@dg.asset(group_name="raw", deps=[raw_data_files], kinds={"python", "duckdb"}, check_specs=[dg.AssetCheckSpec(
+    QUARANTINE_CHECK, asset="raw_problems", blocking=True,
+    description="Few enough raw lines were quarantined and the source is not empty; otherwise the rows are "
+                "not published and nothing downstream is built.")])
 def raw_problems(context: dg.AssetExecutionContext, config: RawProblemsConfig, duckdb: DuckDBStore,
                  profile: LineageProfile, raw_data: RawDataFolder) -> dg.MaterializeResult:
-    """Problems with worked solutions and exact answers; bad input lines go to ``raw_quarantine``."""
+    """Problems with worked solutions and exact answers; bad input lines go to ``raw_quarantine``.
+
+    The quarantine-rate check runs in this step on the rows just read. Only when it passes are the rows
+    published to ``raw_problems`` / ``raw_quarantine``; a rejected read goes to ``raw_quarantine_rejected``
+    for inspection and the published tables keep the last accepted version (``assets/_tables.py``)."""
     data = with_overrides(profile.settings().data, config.model_dump())
     snapshot = raw_data.snapshot()
     source = choose_source(config.source, snapshot)
     paths = config.jsonl_paths if source == JSONL else [f["path"] for f in snapshot.files]
     result = load_raw_problems(source, data, paths, config.question_field, config.answer_field,
-                               config.max_line_bytes)
+                               config.max_line_bytes, expected=snapshot)  # the bytes read are the bytes hashed
     rows = [p.as_row() for p in result.problems]
-    duckdb.replace_table("raw_problems", rows, columns=list(Problem.__dataclass_fields__))
-    duckdb.replace_table("raw_quarantine", [q.as_row() for q in result.quarantined], columns=QUARANTINE_COLUMNS)
+    quarantined = [q.as_row() for q in result.quarantined]
+    limit = data.max_quarantine_rate if config.max_quarantine_rate is None else config.max_quarantine_rate
+    verdict = quarantine_verdict(result.lines_read, len(rows), len(quarantined), result.quarantine_counts(), limit)
+    version = rows_version(rows)
+    if verdict.passed:
+        publish_tables(duckdb, "raw_problems", version, context.run.run_id, {
+            "raw_problems": (rows, list(Problem.__dataclass_fields__)), "raw_quarantine": (quarantined, QUARANTINE_COLUMNS)})
+    else:
+        context.log.error(f"raw_problems rejected, not published: {verdict.description}")
+        duckdb.replace_table("raw_quarantine_rejected", quarantined, columns=QUARANTINE_COLUMNS)
     splits = {split: sum(r["split"] == split for r in rows) for split in ("train", "test")}
-    return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(rows_version(rows)), metadata={
-        "source": source, "lines_read": result.lines_read, "kept": len(rows), "quarantined": len(result.quarantined),
-        "train_rows": splits["train"], "test_rows": splits["test"],
+    return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
+        "source": source, "lines_read": result.lines_read, "kept": len(rows), "quarantined": len(quarantined),
+        "published": verdict.passed, "train_rows": splits["train"], "test_rows": splits["test"],
         "quarantine_reasons": dg.MetadataValue.json(result.quarantine_counts()),
         "dagster/row_count": len(rows),
         "preview": preview(rows, ["split", "question", "solution", "answer"]),
-    }), config, inputs={"raw_data_files": snapshot.fingerprint},
+    }, check_results=[verdict]), config, inputs={"raw_data_files": snapshot.fingerprint},
         sources=source_records(result, source, paths, data))
-
-
-class QuarantineRateConfig(dg.Config):
-    max_quarantine_rate: float | None = Field(default=None, description="Fail when a larger share of the "
-                                              "lines read was quarantined (0-1); unset: the profile's value.")
-
-
-@dg.asset_check(asset=raw_problems, blocking=True,
-                description="Few enough raw lines were quarantined; otherwise nothing downstream is built.")
-def raw_quarantine_rate_below_threshold(config: QuarantineRateConfig, duckdb: DuckDBStore,
-                                        profile: LineageProfile) -> dg.AssetCheckResult:
-    limit = config.max_quarantine_rate
-    if limit is None:
-        limit = profile.settings().data.max_quarantine_rate
-    if not 0.0 <= limit <= 1.0:
-        raise ValueError(f"max_quarantine_rate must be between 0 and 1, got {limit}")
-    kept, quarantined = duckdb.count("raw_problems"), duckdb.count("raw_quarantine")
-    rate = quarantine_rate(kept, quarantined)
-    reasons = duckdb.query("SELECT kind, count(*) AS n FROM raw_quarantine GROUP BY kind ORDER BY n DESC")
-    return dg.AssetCheckResult(
-        passed=rate <= limit, severity=dg.AssetCheckSeverity.ERROR,
-        description=None if rate <= limit else f"{quarantined} of {kept + quarantined} raw lines quarantined "
-                                               f"({rate:.1%}), over the {limit:.1%} limit: see raw_quarantine",
-        metadata={"quarantine_rate": rate, "max_quarantine_rate": limit, "kept": kept, "quarantined": quarantined,
-                  "reasons": dg.MetadataValue.json({r["kind"]: r["n"] for r in reasons})})
-

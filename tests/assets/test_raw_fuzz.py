@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from assets.datasets import eval_suites, raw_corpus, sft_dataset, training_problems
-from assets.raw import raw_problems, raw_quarantine_rate_below_threshold
+from assets.raw import QUARANTINE_CHECK, raw_problems
 from pipelines.definitions import default_resources
 
 SEED = 1234
@@ -72,12 +72,16 @@ def _metadata(result, asset_name):
     return {key: value.value for key, value in result.asset_materializations_for_node(asset_name)[-1].metadata.items()}
 
 
+def _quarantine_check(result):
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == QUARANTINE_CHECK]
+    return evaluation
+
+
 def _run_config(path, max_rate=None, *more_paths):
     paths = [str(p) for p in (path, *more_paths)]
     config = {"ops": {"raw_problems": {"config": {"source": "jsonl", "jsonl_paths": paths}}}}
     if max_rate is not None:
-        check_op = "raw_problems_raw_quarantine_rate_below_threshold"
-        config["ops"][check_op] = {"config": {"max_quarantine_rate": max_rate}}
+        config["ops"]["raw_problems"]["config"]["max_quarantine_rate"] = max_rate
     return config
 
 
@@ -92,7 +96,7 @@ def fuzzed_file(tmp_path):
 def test_every_fuzzed_line_is_kept_or_quarantined_with_a_reason(fuzzed_file, lineage_home):
     path, lines = fuzzed_file
     resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
-    result = dg.materialize([raw_problems, raw_quarantine_rate_below_threshold], resources=resources,
+    result = dg.materialize([raw_problems], resources=resources,
                             run_config=_run_config(path, max_rate=1.0))
     assert result.success
     metadata = _metadata(result, "raw_problems")
@@ -110,18 +114,18 @@ def test_every_fuzzed_line_is_kept_or_quarantined_with_a_reason(fuzzed_file, lin
         elif expected != "?":
             assert quarantined[number]["kind"] == expected, (number, quarantined[number])
     assert len(quarantined[len(lines) - 1]["raw"]) <= 500  # the 10 MB line is previewed, not stored whole
-    check = result.get_asset_check_evaluations()[0]
+    check = _quarantine_check(result)
     assert check.passed and check.metadata["quarantine_rate"].value == metadata["quarantined"] / len(lines)
 
 
 def test_blocking_quarantine_rate_check_stops_downstream_assets(fuzzed_file, lineage_home):
     path, _ = fuzzed_file  # most lines are broken: far over the profile's 5% limit
     resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
-    result = dg.materialize([raw_problems, raw_quarantine_rate_below_threshold, eval_suites, training_problems,
+    result = dg.materialize([raw_problems, eval_suites, training_problems,
                              raw_corpus, sft_dataset],
                             resources=resources, run_config=_run_config(path), raise_on_error=False)
     assert not result.success
-    check = result.get_asset_check_evaluations()[0]
+    check = _quarantine_check(result)
     assert not check.passed and check.metadata["max_quarantine_rate"].value == 0.05
     assert "over the 5.0% limit" in check.description
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
@@ -135,9 +139,9 @@ def test_quarantine_rate_under_the_limit_lets_downstream_run(tmp_path, lineage_h
     held_out = tmp_path / "test.jsonl"  # eval suites need held-out problems
     held_out.write_bytes(b"\n".join(_encode(_valid(i)) for i in range(100, 105)) + b"\n")
     resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
-    result = dg.materialize([raw_problems, raw_quarantine_rate_below_threshold, eval_suites, training_problems,
+    result = dg.materialize([raw_problems, eval_suites, training_problems,
                              sft_dataset], resources=resources, run_config=_run_config(path, None, held_out))
-    assert result.success and result.get_asset_check_evaluations()[0].passed
+    assert result.success and _quarantine_check(result).passed
     duckdb = resources["duckdb"]
     assert duckdb.count("training_problems") + duckdb.count("contamination_report") == 40
     assert duckdb.count("sft_dataset") == duckdb.count("training_problems") > 0
