@@ -4,11 +4,17 @@ SQLite allows one writer at a time and MLflow does not wait for it, so parallel 
 training subprocesses logging per step) would hit ``database is locked``. With a ``sqlite://`` URI
 every call here holds an inter-process file lock; with an ``http://`` tracking server (production,
 and the tests) the server serializes writes and no lock is taken.
+
+A full disk under the store is reported as such (:class:`TrackingStoreFull`): SQLite says "disk I/O
+error" or "database or disk is full", which read like a broken server rather than a disk to clean up.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +24,16 @@ from typing import TypeVar
 T = TypeVar("T")
 BATCH_LIMIT = 1000  # MLflow's log_batch limit on metrics per call
 PARAM_VALUE_CHARS = 6000
+PROCESS_TAG = "llm_lineage.process"  # host:pid:start time of the process that opened the run
+# What a write to a full (or quota-limited, or size-limited) disk looks like from the OS and from SQLite.
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+NO_TEMP_DIR = "no usable temporary directory"  # Python's tempfile, when no candidate can take a file
+DISK_FULL_MESSAGES = ("database or disk is full", "disk i/o error", "no space left on device",
+                      "disk quota exceeded", "file too large", NO_TEMP_DIR)
+
+
+class TrackingStoreFull(RuntimeError):
+    """The disk under the tracking store is full (or unwritable): free space there; no server is down."""
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -40,8 +56,79 @@ def store_lock(tracking_uri: str) -> Iterator[None]:
 
 
 def locked(tracking_uri: str, call: Callable[[], T]) -> T:
-    with store_lock(tracking_uri):
-        return call()
+    try:
+        with store_lock(tracking_uri):
+            return call()
+    except TrackingStoreFull:
+        raise
+    except Exception as error:
+        if disk_full(error):
+            raise store_full(tracking_uri, error) from error
+        raise
+
+
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _disk_full_cause(error: BaseException) -> BaseException | None:
+    """The deepest error in ``error``'s chain that is a write refused for lack of space, if any."""
+    found = None
+    for e in _chain(error):
+        if (isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS) or any(
+                message in str(e).lower() for message in DISK_FULL_MESSAGES):
+            found = e
+    return found
+
+
+def disk_full(error: BaseException) -> bool:
+    return _disk_full_cause(error) is not None
+
+
+def store_full(tracking_uri: str, error: BaseException) -> TrackingStoreFull:
+    """Names the place to free: the file the OS refused to write, the temporary directory (MLflow stages
+    artifacts there), the SQLite file, or else the server."""
+    cause = _disk_full_cause(error) or error
+    written = next((e.filename for e in _chain(error) if isinstance(e, OSError) and e.filename), None)
+    if NO_TEMP_DIR in str(cause).lower():
+        place, remedy = "the temporary directory (TMPDIR)", "or point TMPDIR at another disk"
+    else:
+        place, remedy = written or sqlite_path(tracking_uri), "or move LLM_LINEAGE_HOME / MLFLOW_TRACKING_URI"
+    text = (f"the disk holding {place} is full (or unwritable)" if place is not None else
+            f"the MLflow tracking server {tracking_uri} reports that the disk holding its store is full "
+            "(or unwritable)")
+    detail = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else ""
+    return TrackingStoreFull(f"{text} ({type(cause).__name__}: {detail}) -- free space there ({remedy}), "
+                             "then materialize again")
+
+
+def this_process() -> str:
+    """The value of :data:`PROCESS_TAG` for this process (the start time tells a reused pid apart)."""
+    import psutil
+
+    return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.2f}"
+
+
+def process_gone(tag: str) -> bool | None:
+    """Whether the process a :data:`PROCESS_TAG` names has ended; None when it ran on another host."""
+    import psutil
+
+    try:
+        host, pid, started = tag.rsplit(":", 2)
+        pid, started = int(pid), float(started)
+    except ValueError:  # not written by this_process
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        process = psutil.Process(pid)
+        return abs(process.create_time() - started) > 1 or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def make_client(tracking_uri: str):

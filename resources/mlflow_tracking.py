@@ -1,7 +1,8 @@
 """MLflow tracking as a small ConfigurableResource: one run per materialization, linked from Dagster.
 
 The locking that makes the default SQLite store safe under parallel steps lives in
-``pipelines.tracking`` so training subprocesses share it.
+``pipelines.tracking`` so training subprocesses share it. A run whose process died (``kill -9``, OOM)
+stays RUNNING in MLflow; the next ``start_run`` closes it as KILLED (``close_interrupted_runs``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from pipelines.registry import ModelRegistry
-from pipelines.tracking import RunLogger, locked, make_client, sqlite_path
+from pipelines.tracking import PROCESS_TAG, RunLogger, locked, make_client, process_gone, sqlite_path, this_process
+
+INSTANCE_TAG = "dagster.instance"  # the Dagster instance (its root directory) that ran the step
+CLOSED_TAG = "llm_lineage.closed_because"  # why close_interrupted_runs marked a run KILLED
 
 
 class TrackedRun(RunLogger):
@@ -56,6 +60,11 @@ class MLflowTracking(dg.ConfigurableResource):
     http_max_retries: int = Field(default=2, description="Retries of a failed request to a tracking server "
                                   "before the step fails (MLflow's default, 7 with backoff, waits minutes).")
     http_timeout_s: int = Field(default=30, description="Seconds before one request to the server times out.")
+    _instance: dg.DagsterInstance | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """In a step: keep the instance, which knows whether the Dagster run behind an open MLflow run ended."""
+        self._instance = context.instance
 
     def _export_settings(self) -> None:
         """MLflow (here and in training subprocesses, which inherit the environment) reads these variables."""
@@ -73,10 +82,13 @@ class MLflowTracking(dg.ConfigurableResource):
         return make_client(self.tracking_uri)
 
     def _unavailable(self, action: str, error: Exception) -> MLflowUnavailable:
+        database = sqlite_path(self.tracking_uri)
+        question = (f"is {database} a readable, writable MLflow database?" if database is not None
+                    else "is the server up (`make ui` or `mlflow server`)?")
         return MLflowUnavailable(
             f"could not {action} on the MLflow tracking store {self.tracking_uri}: {type(error).__name__}: "
-            f"{str(error)[:400]} -- is the server up (`make ui` or `mlflow server`)? Fix it or point "
-            "MLFLOW_TRACKING_URI elsewhere, then materialize again")
+            f"{str(error)[:400]} -- {question} Fix it or point MLFLOW_TRACKING_URI elsewhere, then "
+            "materialize again")
 
     def experiment_id(self, client) -> str:
         def get_or_create() -> str:
@@ -94,8 +106,9 @@ class MLflowTracking(dg.ConfigurableResource):
     def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[TrackedRun]:
         """Open a run, yield it, and close it FINISHED or FAILED so no run is left dangling.
 
-        An unreachable store fails the step with :class:`MLflowUnavailable` naming the URI; a run whose
-        logging failed is never marked FINISHED, so a rerun logs everything again.
+        An unreachable store fails the step with :class:`MLflowUnavailable` naming the URI, a full disk
+        with ``TrackingStoreFull`` naming the place; a run whose logging failed is never marked FINISHED,
+        so a rerun logs everything again. Runs left open by dead processes are closed first.
         """
         from mlflow.exceptions import MlflowException
         from requests import RequestException
@@ -104,8 +117,9 @@ class MLflowTracking(dg.ConfigurableResource):
         client = self.client()
         try:
             experiment_id = self.experiment_id(client)
-            run = locked(self.tracking_uri,
-                         lambda: client.create_run(experiment_id, run_name=run_name, tags=tags or {}))
+            self.close_interrupted_runs(client, experiment_id)
+            tags = {**(tags or {}), PROCESS_TAG: this_process()}
+            run = locked(self.tracking_uri, lambda: client.create_run(experiment_id, run_name=run_name, tags=tags))
         except unreachable as error:
             raise self._unavailable(f"open run '{run_name}'", error) from error
         tracked = TrackedRun(self.tracking_uri, run.info.run_id, experiment_id, self.ui_url, client)
@@ -124,6 +138,40 @@ class MLflowTracking(dg.ConfigurableResource):
         except unreachable as error:
             raise self._unavailable(f"finish run {tracked.run_id} ('{run_name}')", error) from error
 
+    def close_interrupted_runs(self, client, experiment_id: str) -> dict[str, str]:
+        """Mark KILLED (with the reason in a tag) the RUNNING runs nobody will close: the process that
+        opened them is gone from this host, or (runs from elsewhere) their Dagster run has ended or is
+        unknown to the instance that recorded it. Returns {run id: reason}."""
+        running = locked(self.tracking_uri, lambda: client.search_runs(
+            [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000))
+        closed = {}
+        for run in running:
+            reason = self._interrupted(run.data.tags)
+            if reason is not None:
+                run_id = run.info.run_id
+                locked(self.tracking_uri, lambda: client.set_tag(run_id, CLOSED_TAG, reason))
+                locked(self.tracking_uri, lambda: client.set_terminated(run_id, "KILLED"))
+                closed[run_id] = reason
+        return closed
+
+    def _interrupted(self, tags: dict[str, str]) -> str | None:
+        process = tags.get(PROCESS_TAG)
+        gone = process_gone(process) if process else None
+        if gone is not None:  # opened on this host: its process decides
+            return f"the process that opened it ({process}) ended without closing it" if gone else None
+        dagster_run_id, instance = tags.get("dagster.run_id"), self._instance
+        if not dagster_run_id or instance is None:
+            return None
+        dagster_run = instance.get_run_by_id(dagster_run_id)
+        if dagster_run is None:  # gone from this instance, or never in it: another instance's is not ours
+            recorded_by = tags.get(INSTANCE_TAG)  # None: a run from before the tag existed
+            if recorded_by is None or recorded_by == instance.root_directory:
+                return f"its Dagster run {dagster_run_id} no longer exists"
+            return None
+        if dagster_run.is_finished:
+            return f"its Dagster run {dagster_run_id} ended {dagster_run.status.value}"
+        return None
+
     def registry(self) -> ModelRegistry:
         self._export_settings()
         return ModelRegistry(self.tracking_uri)
@@ -137,6 +185,8 @@ class MLflowTracking(dg.ConfigurableResource):
 
     def dagster_tags(self, context: dg.AssetExecutionContext) -> dict[str, str]:
         tags = {"dagster.run_id": context.run.run_id, "dagster.asset_key": context.asset_key.to_user_string()}
+        if context.instance.root_directory:
+            tags[INSTANCE_TAG] = context.instance.root_directory
         if context.has_partition_key:
             tags["dagster.partition_key"] = context.partition_key
         return tags
