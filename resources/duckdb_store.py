@@ -4,12 +4,17 @@ DuckDB allows one writing process per file. Each operation opens a short-lived c
 another process holds the file lock, waits and retries (bounded by ``lock_timeout_s``) instead of
 failing the step. After an operation the process keeps the database open for ``keep_open_s``, so the
 step's next operation does not load the file again (see ``_KeptOpen``).
+
+Only writes create the file. Reading a missing file or table raises :class:`MissingDatabase` /
+:class:`MissingTable` naming the file or table and the asset to materialize, rather than DuckDB's
+catalog error about an empty database that the read itself would have created.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -24,6 +29,34 @@ from pydantic import Field
 
 class DuckDBLockTimeout(RuntimeError):
     pass
+
+
+class MissingDatabase(FileNotFoundError):
+    """A read of a database file that is not there (deleted, or nothing materialized yet)."""
+
+
+class MissingTable(LookupError):
+    """A read of a table that is not in the database."""
+
+
+# Tables are named after the assets that write them, except these (tests check the names against the graph);
+# () marks the audit tables that every materialization writes.
+WRITTEN_BY: dict[str, tuple[str, ...]] = {
+    "raw_quarantine": ("raw_problems",), "raw_quarantine_rejected": ("raw_problems",),
+    "eval_suite_quarantine": ("eval_suites",), "contamination_report": ("training_problems",),
+    "on_policy_traces": ("preference_dataset",), "eval_generations": ("eval_base", "eval_instruct", "eval_reasoning"),
+    "eval_grades": ("eval_scores",), "eval_perturbation_drops": ("eval_scores",),
+    "table_versions": ("raw_problems", "training_problems"), "lineage": (), "lineage_inputs": (),
+}
+_MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
+
+
+def writer_of(table: str) -> str:
+    """Which asset writes ``table``, in words."""
+    assets = WRITTEN_BY.get(table, (table,))
+    if not assets:
+        return "every asset (each records its lineage there)"
+    return "asset " + (assets[0] if len(assets) == 1 else f"{', '.join(assets[:-1])} or {assets[-1]}")
 
 
 class _KeptOpen:
@@ -88,6 +121,9 @@ class DuckDBStore(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for writing (it creates the file); reads go through ``query``."""
+        if not Path(self.path).exists():  # deleted: a kept connection would write to the unlinked file
+            _kept_open.release(self.path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
@@ -143,17 +179,38 @@ class DuckDBStore(dg.ConfigurableResource):
             connection.execute("COMMIT")
         return len(frame)
 
-    def query(self, sql: str, parameters: Sequence | None = None) -> list[dict]:
-        with self.connect() as connection:
-            cursor = connection.execute(sql, parameters or [])
-            names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
+    def query(self, sql: str, parameters: Sequence | None = None, *, table: str | None = None) -> list[dict]:
+        """Rows of ``sql``; ``table`` (the table it reads) only sharpens the error when the file is missing."""
+        if not Path(self.path).exists():
+            _kept_open.release(self.path)
+            raise MissingDatabase(self._missing_database(table))
+        try:
+            with self.connect() as connection:
+                cursor = connection.execute(sql, parameters or [])
+                names = [column[0] for column in cursor.description]
+                return [dict(zip(names, row)) for row in cursor.fetchall()]
+        except duckdb.CatalogException as error:
+            missing = _MISSING_TABLE.search(str(error))
+            if missing is None:
+                raise
+            name = missing.group(1)
+            raise MissingTable(f"table '{name}' is not in {self.path}; it is written by {writer_of(name)}: "
+                               f"materialize that first ({str(error).splitlines()[0]})") from error
+
+    def _missing_database(self, table: str | None) -> str:
+        what = (f"table '{table}' is written by {writer_of(table)}: materialize that and its upstream"
+                if table else "materialize the assets that write it (raw_problems and downstream)")
+        return (f"DuckDB file {self.path} does not exist (deleted, or nothing materialized into it yet): "
+                f"{what}, e.g. `dagster asset materialize --select '*' -m pipelines.definitions`")
 
     def rows(self, table: str) -> list[dict]:
-        return self.query(f'SELECT * FROM "{table}"')
+        return self.query(f'SELECT * FROM "{table}"', table=table)
 
     def count(self, table: str) -> int:
-        return int(self.query(f'SELECT count(*) AS n FROM "{table}"')[0]["n"])
+        return int(self.query(f'SELECT count(*) AS n FROM "{table}"', table=table)[0]["n"])
 
     def tables(self) -> set[str]:
+        """The tables in the file; none when it does not exist (without creating it)."""
+        if not Path(self.path).exists():
+            return set()
         return {r["name"] for r in self.query("SELECT table_name AS name FROM information_schema.tables")}

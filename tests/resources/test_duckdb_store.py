@@ -1,12 +1,15 @@
 import multiprocessing
+import re
 import subprocess
 import sys
 import time
 
 import dagster as dg
+import duckdb
 import pytest
 
 from resources import DuckDBStore
+from resources.duckdb_store import WRITTEN_BY, MissingDatabase, MissingTable
 
 
 def test_replace_table_and_slices(tmp_path):
@@ -111,3 +114,57 @@ def test_a_dagster_step_releases_the_file_when_it_ends(tmp_path):
 
     assert dg.materialize([table], resources={"duckdb": DuckDBStore(path=path, keep_open_s=600)}).success
     assert _another_process_can_open(path)
+
+
+def test_reading_a_missing_file_names_it_and_the_asset_and_does_not_create_it(tmp_path):
+    path = tmp_path / "lineage.duckdb"
+    store = DuckDBStore(path=str(path))
+    with pytest.raises(MissingDatabase, match=rf"{re.escape(str(path))} does not exist") as missing:
+        store.rows("eval_generations")
+    assert "asset eval_base, eval_instruct or eval_reasoning" in str(missing.value)
+    with pytest.raises(MissingDatabase, match="table 'sft_dataset' is written by asset sft_dataset"):
+        store.count("sft_dataset")
+    with pytest.raises(MissingDatabase, match="raw_problems and downstream"):
+        store.query("SELECT 1 AS one")
+    assert store.tables() == set()
+    assert not path.exists() and not list(tmp_path.iterdir())
+    store.replace_table("t", [{"x": 1}])  # writes still create it
+    assert path.exists() and store.count("t") == 1
+
+
+def test_a_missing_table_is_named_with_the_asset_that_writes_it(tmp_path):
+    store = DuckDBStore(path=str(tmp_path / "lineage.duckdb"))
+    store.replace_table("t", [{"x": 1}])
+    with pytest.raises(MissingTable, match="table 'eval_generations' is not in .*lineage.duckdb; it is written "
+                                           "by asset eval_base, eval_instruct or eval_reasoning"):
+        store.rows("eval_generations")
+    with pytest.raises(MissingTable, match="table 'sft_dataset' .* by asset sft_dataset"):
+        store.count("sft_dataset")
+    with pytest.raises(MissingTable, match="table 'raw_quarantine' .* by asset raw_problems"):
+        store.query("SELECT * FROM t JOIN raw_quarantine USING (x)")
+    with pytest.raises(duckdb.BinderException):  # other errors are DuckDB's own
+        store.query("SELECT missing_column FROM t")
+
+
+def test_a_deleted_file_is_created_again_by_the_next_write(tmp_path):
+    """Not written into the deleted file that a kept-open connection still holds (lost on close)."""
+    path = tmp_path / "lineage.duckdb"
+    store = DuckDBStore(path=str(path), keep_open_s=600)
+    store.replace_table("t", [{"x": 1}])
+    for file in tmp_path.iterdir():
+        file.unlink()
+    with pytest.raises(MissingDatabase):
+        store.rows("t")
+    store.replace_table("u", [{"x": 2}])
+    assert path.exists()
+    store.close_kept_open()
+    assert DuckDBStore(path=str(path)).tables() == {"u"}
+
+
+def test_the_writers_named_for_tables_are_assets_of_the_graph():
+    from pipelines.definitions import defs
+
+    assets = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    named = {name for writers in WRITTEN_BY.values() for name in writers}
+    assert named and named <= assets, named - assets
+    assert not set(WRITTEN_BY) & assets  # a table named after its asset needs no entry
