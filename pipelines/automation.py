@@ -9,6 +9,8 @@
 - ``weekly_retrain`` runs the whole lineage on a cron; fingerprint reuse makes a tick with nothing
   changed train and regenerate nothing.
 All three are on by default: none of them trains unless data or code changed.
+- ``dead_run_reaper`` fails runs whose worker process died (``kill -9``), kills their orphaned steps
+  and frees their pool slots, so later model steps are not blocked for ever (``pipelines/runtime``).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import os
 import dagster as dg
 
 from assets.raw import raw_data_files, raw_problems
+from pipelines.runtime.reaper import reap_dead_runs
 from resources import RawDataFolder
 
 DEFAULT_RETRAIN_CRON = "0 3 * * 1"  # Mondays 03:00 UTC
 SENSOR_INTERVAL_S = 60
 AUTOMATION_INTERVAL_S = 30
+REAPER_INTERVAL_S = 30
 
 retrain_job = dg.define_asset_job(
     "retrain", selection=dg.AssetSelection.assets(raw_problems).downstream(),
@@ -69,3 +73,13 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "lineage_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=AUTOMATION_INTERVAL_S,
     description="Evaluates every asset's automation condition: rebuild when an input's data changed.")
+
+
+@dg.sensor(name="dead_run_reaper", minimum_interval_seconds=REAPER_INTERVAL_S,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Fails runs whose worker process died (kill -9, OOM), kills their orphaned step "
+                       "processes and frees their pool slots.")
+def dead_run_reaper(context: dg.SensorEvaluationContext):
+    reaped = reap_dead_runs(context.instance, context.log)
+    return dg.SkipReason(f"reaped {len(reaped)} dead runs: {', '.join(r.run_id for r in reaped)}" if reaped
+                         else "every active run has a live worker")

@@ -16,7 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import dagster as dg  # noqa: E402
 
 from assets import audit, checkpoints, datasets, evals, promotion, raw  # noqa: E402
-from pipelines.automation import automation_sensor, raw_data_sensor, retrain_job, weekly_retrain  # noqa: E402
+from pipelines.automation import (automation_sensor, dead_run_reaper, raw_data_sensor, retrain_job,  # noqa: E402
+                                  weekly_retrain)
 from pipelines.executor import step_executor  # noqa: E402
 from resources import (CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking, RawDataFolder,  # noqa: E402
                        TrainingLauncher)
@@ -57,5 +58,5 @@ all_assets = dg.load_assets_from_modules(LINEAGE_MODULES)
 all_checks = dg.load_asset_checks_from_modules(LINEAGE_MODULES)
 
 defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[retrain_job],
-                      schedules=[weekly_retrain], sensors=[raw_data_sensor, automation_sensor],
+                      schedules=[weekly_retrain], sensors=[raw_data_sensor, automation_sensor, dead_run_reaper],
                       resources=default_resources(), executor=step_executor)

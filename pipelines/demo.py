@@ -25,6 +25,12 @@ def main() -> None:
     run = subprocess.Popen(command, cwd=PROJECT_ROOT)
     # Imported while the run starts (it has a core of its own meanwhile), not after it: ~2 s saved.
     from pipelines.definitions import data_home, default_resources
+    from pipelines.runtime.reaper import reap_dead_runs
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:  # a killed earlier demo must not hold the gpu slot
+        for reaped in reap_dead_runs(instance):
+            print(f"reaped run {reaped.run_id} left by a killed process (worker pid {reaped.worker_pid})")
 
     if run.wait() != 0:
         raise SystemExit(f"dagster asset materialize failed with exit code {run.returncode}")

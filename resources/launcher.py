@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from pipelines.runtime.orphans import PARENT_PID_ENV
 from pipelines.training.job import METRIC_POINTS_MESSAGE, SUMMARY_MESSAGE, TrainJob
 from pipelines.training.recipes import TrainingSummary
 
@@ -56,6 +57,8 @@ class TrainingLauncher(dg.ConfigurableResource):
         job.save(job_file)
         env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+        if self.num_processes <= 1:  # the trainer is our child: it dies with this step (pipelines/runtime/orphans.py)
+            env[PARENT_PID_ENV] = str(os.getpid())
         if self.force_cpu or not _gpu_present():
             env["CUDA_VISIBLE_DEVICES"] = ""
         with dg.open_pipes_session(context=context, context_injector=dg.PipesTempFileContextInjector(),

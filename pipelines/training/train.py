@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipelines.runtime.orphans import die_with_parent
 from pipelines.training.job import METRIC_POINTS_MESSAGE, SUMMARY_MESSAGE, TrainJob, read_rows
 from pipelines.training.recipes import RunOptions, TrainingSummary, dpo, grpo, pretrain_base, sft
 
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    die_with_parent()  # an orphaned trainer (its step was killed) stops instead of training on
     gc.disable()  # until training starts (callbacks.ResumeGarbageCollection): imports and set-up only
     exit_code = main()
     gc.freeze()  # exiting with torch loaded spends ~1 s collecting what the OS reclaims anyway

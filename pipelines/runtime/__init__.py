@@ -1,0 +1,1 @@
+"""Runtime plumbing around stock Dagster (run reaping), apart from the domain steps in ``pipelines/``."""
