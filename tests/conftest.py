@@ -25,17 +25,30 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS_DIR = REPO_ROOT / "tests"
 GSM8K_DIR = REPO_ROOT / "data" / "gsm8k"  # committed with the repository (data/README.md)
-# ``slow`` (make test: everything; make test-fast: -m "not slow"). A test is slow when it uses one of these
-# fixtures (directly or through another fixture), when its module imports a server starter (SLOW_HELPERS)
-# or sets ``pytestmark = pytest.mark.slow``, or when its module is listed here.
+# ``slow`` (make test: everything; make test-fast: -m "not slow", unit tests only). A test is slow when it uses
+# one of SLOW_FIXTURES (directly or through another fixture), when its module imports a server starter
+# (SLOW_HELPERS) or sets ``pytestmark = pytest.mark.slow``, or when its module or itself is in SLOW: it
+# starts servers, CLI or worker processes, Dagster runs of training, or a browser.
 SLOW_FIXTURES = frozenset({"mlflow_server", "materialized_lineage"})
 SLOW_HELPERS = frozenset({"start_mlflow_server", "start_dagster_ui"})
-SLOW_MODULES = frozenset({
-    "test_concurrent_runs.py",            # two `dagster asset materialize` CLI runs at once
-    "assets/test_checkpoint_assets.py",   # Pipes subprocess training, 2-process DDP, kill and resume
+SLOW = frozenset({  # paths relative to tests/, whole modules or module::test
+    "test_end_to_end.py",  # the whole graph in process, then again through `dagster asset materialize`
+    "test_concurrent_runs.py",  # two `dagster asset materialize` CLI runs at once
+    "assets/test_checkpoint_assets.py",  # Pipes subprocess training, 2-process DDP, kill and resume
     "pipelines/test_train_entrypoint.py",  # training in a subprocess, killed and resumed
+    "resources/test_launcher.py",  # training through the launcher's subprocess
+    "resources/test_publish_atomic.py",  # writer and reader processes, a writer killed mid-publish
+    "resources/test_mlflow_tracking.py::test_default_sqlite_store_takes_parallel_writers_without_lock_errors",
+    "resources/test_duckdb_store.py::test_parallel_writer_processes_wait_instead_of_failing",
+    "pipelines/test_safe_loading.py::test_trust_remote_code_is_an_explicit_opt_in_logged_as_a_warning",
+    "pipelines/test_compute_logs.py::test_a_steps_output_reaches_the_captured_files_and_the_terminal",
+    "test_definitions.py::test_steps_fork_from_a_preloaded_server",
+    "test_definitions.py::test_a_forked_step_inherits_the_preloaded_heap_frozen_and_collects_its_own_garbage",
+    "test_definitions.py::test_the_fork_server_started_early_is_the_one_steps_fork_from",
+    "test_definitions.py::test_workspace_yaml_validates_with_the_dagster_cli",
+    "test_instance_config.py::test_dagster_cli_reads_the_instance_config",
 })
-UNMARKED_SLOW_S = 20  # a test not marked slow that takes longer is named at the end of the session
+UNMARKED_SLOW_S = 40  # a test not marked slow whose call takes longer is named at the end of the session
 SERVER_START_TIMEOUT_S = 120
 
 
@@ -55,7 +68,9 @@ def reconfigured(resource: dg.ConfigurableResource, **changes) -> dg.Configurabl
 def _is_slow(item: pytest.Item) -> bool:
     module = getattr(item, "module", None)
     relative = item.path.relative_to(TESTS_DIR).as_posix() if item.path.is_relative_to(TESTS_DIR) else ""
-    return bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or relative in SLOW_MODULES
+    name = getattr(item, "originalname", item.name)  # without the parametrize id
+    return bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or relative in SLOW or f"{relative}::{name}" in SLOW
                 or (module is not None and SLOW_HELPERS & set(vars(module))))
 
 
