@@ -60,7 +60,7 @@ class EvalSuitesConfig(dg.Config):
     seed: int | None = None
     max_operand: int | None = Field(default=None, gt=0)
     extra_suites: list[ExtraSuite] = Field(default_factory=list, description="e.g. GSM8K test: "
-                                           "{name: gsm8k, path: ../shared/datasets/gsm8k/test.jsonl}")
+                                           "{name: gsm8k, path: data/gsm8k/test.jsonl}")
     perturbations: list[str] = Field(default_factory=lambda: list(PERTURBATIONS),
                                      description=f"twin kinds for the perturbed suite, rotated over items: "
                                      f"{', '.join(PERTURBATIONS)}")
