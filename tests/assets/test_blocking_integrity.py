@@ -123,3 +123,15 @@ def test_concurrent_runs_each_judge_their_own_rows(resources, garbage_file):
         assert duckdb.query(f"SELECT data_version FROM {TABLE_VERSIONS} WHERE asset = 'raw_problems'") == [
             {"data_version": outcomes["synthetic"][2]}]
         assert duckdb.query("SELECT count(*) AS n FROM raw_problems WHERE source LIKE '%train.jsonl'") == [{"n": 0}]
+
+
+def test_an_empty_raw_folder_fails_the_check(resources, lineage_home):
+    """Before, 0 quarantined of 0 read was a 0% rate: the check passed and an empty lineage trained."""
+    folder = lineage_home / "raw_data"
+    folder.mkdir(parents=True)
+    (folder / "train.jsonl").write_bytes(b"")
+    (folder / "test.jsonl").write_bytes(b"")
+    result = dg.materialize([raw_problems, eval_suites], resources=resources, raise_on_error=False)
+    check = _check(result)
+    assert not check.passed and "empty (0 lines read)" in check.description
+    assert not result.asset_materializations_for_node("eval_suites")
