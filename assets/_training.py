@@ -13,6 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from assets._metadata import mlflow_metadata
 from pipelines.training.job import LoraSettings, TrainJob
@@ -24,14 +25,15 @@ LINEAGE_FILE = "lineage.json"
 
 
 class TrainOverrides(dg.Config):
-    """Launchpad overrides for a training stage; unset fields take the active profile's values."""
+    """Launchpad overrides for a training stage; unset fields take the active profile's values. Sizes and
+    the learning rate must be positive: a negative ``max_steps`` would silently mean "train by epochs"."""
 
-    max_steps: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    max_length: int | None = None
+    max_steps: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    learning_rate: float | None = Field(default=None, gt=0)
+    max_length: int | None = Field(default=None, gt=0)
     seed: int | None = None
-    gradient_accumulation_steps: int | None = None
+    gradient_accumulation_steps: int | None = Field(default=None, gt=0)
     packing: bool | None = None
     gradient_checkpointing: bool | None = None
 
@@ -64,12 +66,17 @@ def input_version(checkpoints: CheckpointStore, name: str) -> str:
 
 
 def _reuse_if_unchanged(context, name: str, fingerprint: str, checkpoints: CheckpointStore):
-    try:
-        published = read_lineage(checkpoints, name)
-    except FileNotFoundError:
+    """The published checkpoint if its version is ``fingerprint``; None means train.
+
+    Raises ``CheckpointCorrupted`` (naming the file) when the version with this fingerprint exists but no
+    longer matches its content manifest, current or not: reusing it would hand damaged weights downstream,
+    and retraining could not replace it (a publish keeps an existing version directory). A damaged current
+    version of another fingerprint does not block training this one; it stops being current.
+    """
+    checkpoints.verify_version(name, fingerprint)
+    if checkpoints.current_version(name) != fingerprint:
         return None
-    if published.get("fingerprint") != fingerprint:
-        return None
+    published = read_lineage(checkpoints, name)
     path = checkpoints.current(name)
     context.log.info(f"{name}: inputs, config and code unchanged (fingerprint {fingerprint}); "
                      f"reusing {path} instead of retraining")

@@ -10,6 +10,7 @@ import signal
 import threading
 
 from resources import CheckpointStore
+from resources.checkpoint_store import MANIFEST_FILE
 
 FILES_PER_VERSION = 20
 FILE_BYTES = 64 * 1024
@@ -32,7 +33,7 @@ def _is_complete(directory) -> bool:
     manifest = json.loads((directory / "manifest.json").read_text())
     if manifest["version"] != directory.name:
         return False
-    present = sorted(p.name for p in directory.iterdir() if p.name != "manifest.json")
+    present = sorted(p.name for p in directory.iterdir() if p.name not in ("manifest.json", MANIFEST_FILE))
     return present == sorted(manifest["files"]) and all(
         hashlib.sha256((directory / name).read_bytes()).hexdigest() == digest
         for name, digest in manifest["files"].items())
