@@ -19,6 +19,7 @@ from pipelines.data.formats import THINK_CLOSE, THINK_OPEN
 from pipelines.evaluation.backends import BACKENDS, HF, TransformersBackend, load_backend
 from pipelines.evaluation.cot_decoding import cot_decode_batch
 from pipelines.evaluation.prompts import build_prompt
+from pipelines.training.stop_tokens import stop_token_ids
 
 
 DECODING_METHODS = ("cot", "sample", "greedy")
@@ -75,7 +76,7 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
     if decoding.method == "cot":
         assert isinstance(backend, TransformersBackend)  # Decoding validates this
         model = backend.model
-        stop_ids = list(model.generation_config.eos_token_id)
+        stop_ids = stop_token_ids(tokenizer, model.generation_config)  # int or list eos, any family
         ordered = sorted(items, key=lambda item: len(item["question"]))  # similar lengths per batch
         per_batch = max(1, decoding.batch_size // decoding.samples)
         for start in range(0, len(ordered), per_batch):

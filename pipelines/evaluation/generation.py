@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.evaluation.fast_decode import fast_generate, supports_fast_decode
+from pipelines.training.stop_tokens import stop_token_ids
 
 AUTO, FAST, HF = "auto", "fast", "hf"
 ENGINES = (AUTO, FAST, HF)
@@ -78,17 +79,12 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     return GenerationRun([results[i] for i in range(len(prompts))], time.perf_counter() - started)
 
 
-def _stop_ids(model) -> list[int]:
-    ids = model.generation_config.eos_token_id
-    return [i for i in (ids if isinstance(ids, (list, tuple)) else [ids]) if i is not None]
-
-
 def _fast_decoder(model, tokenizer, max_new_tokens, temperature, seed, stop_strings):
     """prompts -> new token ids per prompt, with ``fast_decode.py``."""
     import torch
 
     generator = torch.Generator(device=model.device).manual_seed(seed) if temperature > 0 else None
-    stop_ids = _stop_ids(model)
+    stop_ids = stop_token_ids(tokenizer, model.generation_config)
     return lambda batch: fast_generate(model, tokenizer, batch, max_new_tokens, stop_ids, temperature, generator,
                                        stop_strings)
 
@@ -102,7 +98,7 @@ def _hf_decoder(model, tokenizer, max_new_tokens, temperature, seed, stop_string
         sampling |= {"stop_strings": list(stop_strings), "tokenizer": tokenizer}
     if temperature > 0:
         torch.manual_seed(seed)
-    stop_ids = _stop_ids(model)
+    stop_ids = stop_token_ids(tokenizer, model.generation_config)
 
     def decode(batch: list[str]) -> list[list[int]]:
         encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)

@@ -139,19 +139,22 @@ def _load_model(model_dir: Path | str, options: RunOptions):
 
 
 def save_model_dir(model, tokenizer, output_dir: Path, lora=None) -> None:
-    """A directory ``from_pretrained`` loads: merged LoRA weights unless an adapter-only dir is asked for."""
+    """A directory ``from_pretrained`` loads: merged LoRA weights unless an adapter-only dir is asked for.
+
+    Its generation config stops on what the model was started with (its generation config's eos ids) plus
+    the tokenizer's eos and the chat template's end of turn: whatever the family, never looked up by name.
+    """
     from transformers import GenerationConfig
 
-    from pipelines.training.tokenizer import END_OF_TEXT, IM_END
+    from pipelines.training.stop_tokens import stop_token_ids
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
     if lora is not None and lora.merge:
         model = model.merge_and_unload()
     model.config.use_cache = True
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    # Named explicitly: TRL may rebind ``tokenizer.eos_token`` (e.g. to <|endoftext|> for pretraining).
-    stop_ids = [tokenizer.convert_tokens_to_ids(token) for token in (IM_END, END_OF_TEXT)]
     GenerationConfig(eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id,
                      do_sample=False).save_pretrained(output_dir)
 
@@ -165,13 +168,19 @@ def import_base(model_ref: str, output_dir: Path, trust_remote_code: bool = Fals
     """Use an existing base model (local directory or HF id) as the lineage's base checkpoint."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from pipelines.training.stop_tokens import stop_token_ids
+
     started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(model_ref, trust_remote_code=trust_remote_code, **IMPORTED_WEIGHTS)
     tokenizer = AutoTokenizer.from_pretrained(model_ref, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:  # Llama-3 ships none; batched generation and training need one
+        tokenizer.pad_token = tokenizer.eos_token
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    if model.generation_config is not None:
-        model.generation_config.save_pretrained(output_dir)
+    # Its own generation config, stopping on its eos (int or list) and its chat template's end of turn too.
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer, model.generation_config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.save_pretrained(output_dir)
     return TrainingSummary("import", 0, float("nan"), round(time.perf_counter() - started, 2),
                            sum(p.numel() for p in model.parameters()), 0)
 
@@ -189,6 +198,8 @@ def pretrain_base(texts: list[str], tokenizer_dir: Path, shape, settings: TrainS
     options = options or RunOptions()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     model = init_tiny_qwen3(shape, tokenizer, settings.seed)
+    # Documents end with END_OF_TEXT here, chat turns with the template's end token later: both stop it.
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TEXT)]
     started = time.perf_counter()
     with _work_dir(options) as work:
         args = SFTConfig(**_common_args(settings, work, options.save_steps), dataset_text_field="text",
