@@ -126,8 +126,10 @@ def train_stages(context: dg.AssetExecutionContext, name: str, start_dir: Path |
                  params: dict) -> dg.MaterializeResult:
     """Chain training stages (each a Pipes subprocess); the last one's output is checkpoint ``name``.
 
-    Earlier stages are kept as ``stages/<stage>/`` inside the published directory.
+    Earlier stages are kept as ``stages/<stage>/`` inside the published directory. Each job gets what the
+    launch changes in its weights (process count, device) before it is fingerprinted.
     """
+    stages = [replace(job, **launcher.launch_settings()) for job in stages]
     fingerprint = combined_fingerprint([job.fingerprint() for job in stages])
     work_root = Path(launcher.work_root) / name / fingerprint
 

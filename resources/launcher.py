@@ -35,6 +35,12 @@ class TrainingLauncher(dg.ConfigurableResource):
     termination_timeout_s: float = Field(default=20, description="Seconds a stopped trainer gets to exit "
                                          "after SIGINT before it is killed.")
 
+    def launch_settings(self) -> dict:
+        """What this launcher changes in the weights it trains, for a job's fingerprint: the process count
+        (global batch, data sharding) and the device (precision)."""
+        return {"num_processes": max(1, self.num_processes),
+                "device": "cpu" if self.force_cpu or not _gpu_present() else "gpu"}
+
     def command(self, job_file: Path, port: int) -> list[str]:
         entry = ["-m", "pipelines.training.train", "--job", str(job_file)]
         if self.num_processes <= 1:

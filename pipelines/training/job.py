@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -58,6 +59,10 @@ class TrainJob:
     lora: LoraSettings | None = None
     grpo: GrpoSettings | None = None
     trust_remote_code: bool = False
+    # How it is launched changes the weights too: the world size multiplies the global batch and shards
+    # the data; the device picks the precision (bf16 on a GPU, fp32 on CPU). Set by the launcher.
+    num_processes: int = 1
+    device: str = "cpu"
     mlflow_tracking_uri: str | None = None
     mlflow_run_id: str | None = None
     metric_prefix: str = ""
@@ -79,6 +84,11 @@ class TrainJob:
             raise ValueError(f"recipe '{self.recipe}' needs a model_dir to start from")
         if not self.output_dir:
             raise ValueError("a training job needs an output_dir")
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size != self.num_processes:  # its fingerprint would name another checkpoint than it trains
+            raise ValueError(f"the job says num_processes={self.num_processes} (part of its fingerprint) but "
+                             f"runs with {world_size} processes: launch it with --num_processes "
+                             f"{self.num_processes} or rewrite the job")
 
     def fingerprint(self) -> str:
         """Hash of what determines the trained weights (not where they are written or logged)."""

@@ -87,6 +87,10 @@ def test_two_process_data_parallel_sft_through_the_launcher(lineage):
     result = dg.materialize([think_sft_checkpoint], resources=two, instance=instance)
     metadata = _metadata(result, "think_sft_checkpoint")
     assert metadata["think_sft/processes"] == 2 and metadata["think_sft/steps"] == SMOKE.think_sft.max_steps
+    # the process count changes the global batch: one process trains its own checkpoint, not the 2-process one
+    one = _metadata(dg.materialize([think_sft_checkpoint], resources=resources, instance=instance),
+                    "think_sft_checkpoint")
+    assert one["reused"] is False and one["think_sft/processes"] == 1 and one["fingerprint"] != metadata["fingerprint"]
 
 
 def test_on_policy_preferences_account_for_every_sample(lineage):
