@@ -96,6 +96,10 @@ def verify_checkpoint(directory: Path, name: str) -> int:
         expected = manifest["files"]
         if not isinstance(expected, dict):
             raise TypeError(f"'files' is a {type(expected).__name__}")
+        for relative, entry in expected.items():
+            if not (isinstance(entry, dict) and isinstance(entry.get("size"), int)
+                    and isinstance(entry.get("sha256"), str)):
+                raise ValueError(f"entry for {relative} is not {{size, sha256}}: {entry!r}")
     except FileNotFoundError:
         raise CheckpointCorrupted(f"{where}: no {MANIFEST_FILE} (published by code without content manifests, "
                                   f"or the manifest was deleted), so its files cannot be verified; {fix}") from None

@@ -164,6 +164,17 @@ def test_eval_report_style_directories_get_manifests_too(tmp_path):
         store.current("eval_report")
 
 
+def test_a_manifest_entry_without_size_or_sha256_is_refused_as_corrupted(tmp_path):
+    """Before, a well-formed JSON manifest with a broken entry raised a bare KeyError."""
+    store = CheckpointStore(root=str(tmp_path))
+    with store.publish("eval_report", "scores1") as staging:
+        (staging / "report.md").write_text("# report")
+    manifest = store.current("eval_report") / MANIFEST_FILE
+    manifest.write_text(json.dumps({"files": {"report.md": {"bytes": 8}}}))
+    with pytest.raises(CheckpointCorrupted, match=r"unreadable .*report\.md is not \{size, sha256\}"):
+        store.current("eval_report")
+
+
 @pytest.mark.parametrize("field", ["max_steps", "batch_size", "max_length", "gradient_accumulation_steps",
                                    "learning_rate"])
 def test_train_overrides_refuse_non_positive_values(field):
