@@ -16,12 +16,11 @@ import dagster as dg
 from pydantic import Field
 
 from assets._metadata import mlflow_metadata
+from pipelines.training.checkpoint_record import LINEAGE_FILE, TRUST_REMOTE_CODE, trusts_remote_code
 from pipelines.training.job import LoraSettings, TrainJob
 from pipelines.training.plots import loss_curve_png, png_markdown, start_loading_in_background
 from pipelines.training.recipes import TrainingSummary
 from resources import CheckpointStore, MLflowTracking, TrainingLauncher
-
-LINEAGE_FILE = "lineage.json"
 
 
 class TrainOverrides(dg.Config):
@@ -127,9 +126,11 @@ def train_stages(context: dg.AssetExecutionContext, name: str, start_dir: Path |
     """Chain training stages (each a Pipes subprocess); the last one's output is checkpoint ``name``.
 
     Earlier stages are kept as ``stages/<stage>/`` inside the published directory. Each job gets what the
-    launch changes in its weights (process count, device) before it is fingerprinted.
+    launch changes (process count, device) and the starting checkpoint's ``trust_remote_code`` before it
+    is fingerprinted; the flag is recorded again with this checkpoint for whatever loads it next.
     """
-    stages = [replace(job, **launcher.launch_settings()) for job in stages]
+    trust = trusts_remote_code(start_dir)
+    stages = [replace(job, trust_remote_code=trust, **launcher.launch_settings()) for job in stages]
     fingerprint = combined_fingerprint([job.fingerprint() for job in stages])
     work_root = Path(launcher.work_root) / name / fingerprint
 
@@ -148,7 +149,8 @@ def train_stages(context: dg.AssetExecutionContext, name: str, start_dir: Path |
             model_dir = output
         return summaries
 
-    lineage = {"stages": [{"recipe": j.recipe, "fingerprint": j.fingerprint(), "input_versions": j.input_versions,
+    lineage = {TRUST_REMOTE_CODE: trust,
+               "stages": [{"recipe": j.recipe, "fingerprint": j.fingerprint(), "input_versions": j.input_versions,
                            "settings": asdict(j.settings)} for j in stages]}
     result = build_checkpoint(context, name, fingerprint, params, build, checkpoints, mlflow, lineage)
     shutil.rmtree(work_root, ignore_errors=True)  # resume state is only needed until the publish succeeds

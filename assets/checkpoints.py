@@ -12,8 +12,9 @@ from assets._pools import ACCELERATOR
 from assets._lineage import recorded
 from assets.datasets import preference_dataset, raw_corpus, sft_dataset, think_dataset
 from pipelines.data.datasets import direct_answer_pairs
-from pipelines.paths import confine, looks_like_local_path
 from pipelines.profiles import with_overrides
+from pipelines.training.base_model import model_content_version, resolve_base_model
+from pipelines.training.checkpoint_record import TRUST_REMOTE_CODE
 from pipelines.training.job import CODE_VERSION, TrainJob, write_rows
 from pipelines.training.recipes import import_base
 from pipelines.training.tokenizer import train_tokenizer
@@ -56,17 +57,7 @@ def base_checkpoint(context: dg.AssetExecutionContext, config: BaseConfig, duckd
                     profile: LineageProfile) -> dg.MaterializeResult:
     """A next-token predictor: the tiny Qwen3 pretrained on the corpus, or an imported base model."""
     if config.base_model:
-        base_model = config.base_model
-        if looks_like_local_path(base_model):
-            base_model = str(confine(base_model, "base_model"))
-        if config.trust_remote_code:
-            context.log.warning(f"trust_remote_code=True (explicit opt-in): Python code shipped with {base_model} "
-                                "will run in this process")
-        params = {"base_model": base_model, "trust_remote_code": config.trust_remote_code}
-        return recorded(context, duckdb, build_checkpoint(
-            context, "base_checkpoint", combined_fingerprint([base_model, CODE_VERSION]), params,
-            lambda staging, run: [import_base(base_model, staging, config.trust_remote_code)],
-            checkpoints, mlflow), config)
+        return recorded(context, duckdb, _import_base(context, config, checkpoints, mlflow), config)
     settings = profile.settings()
     train_settings = with_overrides(settings.pretrain, config.model_dump())
     corpus = write_rows(duckdb.query("SELECT text FROM raw_corpus ORDER BY problem_id"),
@@ -78,6 +69,24 @@ def base_checkpoint(context: dg.AssetExecutionContext, config: BaseConfig, duckd
     return recorded(context, duckdb, train_stages(
         context, "base_checkpoint", None, [job], checkpoints, mlflow, launcher,
         settings_params(pretrain=train_settings, model=settings.model)), config)
+
+
+def _import_base(context: dg.AssetExecutionContext, config: BaseConfig, checkpoints: CheckpointStore,
+                 mlflow: MLflowTracking) -> dg.MaterializeResult:
+    """The base model's files are its version (weights changed in place are a new version, the same files
+    under another path are not); ``trust_remote_code`` is recorded with it for every later load."""
+    source = resolve_base_model(config.base_model)
+    content = model_content_version(source)
+    if config.trust_remote_code:
+        context.log.warning(f"trust_remote_code=True (explicit opt-in): Python code shipped with {source} "
+                            "will run in this process, and in every stage and evaluation that loads its lineage")
+    params = {"base_model": config.base_model, "source_dir": str(source), "content_sha256": content,
+              TRUST_REMOTE_CODE: config.trust_remote_code}
+    fingerprint = combined_fingerprint([content, f"{TRUST_REMOTE_CODE}={config.trust_remote_code}", CODE_VERSION])
+    return build_checkpoint(
+        context, "base_checkpoint", fingerprint, params,
+        lambda staging, run: [import_base(str(source), staging, config.trust_remote_code)],
+        checkpoints, mlflow, lineage={TRUST_REMOTE_CODE: config.trust_remote_code})
 
 
 class InstructConfig(dg.Config):

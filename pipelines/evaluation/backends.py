@@ -52,9 +52,12 @@ class VllmBackend:
                                "`pip install vllm`); use backend 'hf' otherwise") from error
         from transformers import AutoTokenizer
 
+        from pipelines.training.checkpoint_record import trusts_remote_code
+
+        trust = trusts_remote_code(model_dir)  # as recorded when its base was imported
         self._vllm = vllm
-        self.engine = vllm.LLM(model=str(model_dir), trust_remote_code=False)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+        self.engine = vllm.LLM(model=str(model_dir), trust_remote_code=trust)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left", trust_remote_code=trust)
 
     def generate(self, prompts, max_new_tokens, batch_size, temperature, seed, stop_strings):
         params = self._vllm.SamplingParams(n=1, temperature=temperature, max_tokens=max_new_tokens,

@@ -35,12 +35,15 @@ class GenerationRun:
 
 
 def load_for_generation(model_dir: Path):
+    """Model and tokenizer of a checkpoint; remote code runs only where its record opted in at import."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from pipelines.training.checkpoint_record import trusts_remote_code
     from pipelines.training.recipes import OWN_CHECKPOINT
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, **OWN_CHECKPOINT)
+    trust = trusts_remote_code(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left", trust_remote_code=trust)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=trust, **OWN_CHECKPOINT)
     model.eval()
     return model, tokenizer
 

@@ -1,0 +1,78 @@
+"""Acceptance of issue #16: a whole lineage grown from an imported base, for a Qwen3-style and a
+Llama-3-style base (their own tokenizers, chat templates and stop tokens), and from a base whose
+architecture ships as remote code. Training runs as Pipes subprocesses: slow."""
+
+import json
+
+import dagster as dg
+import pytest
+from transformers import AutoTokenizer
+
+from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint, think_sft_checkpoint
+from assets.datasets import eval_suites, preference_dataset, sft_dataset, think_dataset, training_problems
+from assets.evals import eval_base, eval_instruct, eval_reasoning, eval_report, eval_scores
+from assets.raw import raw_problems
+from pipelines.definitions import default_resources
+from pipelines.evaluation.generation import load_for_generation
+from tests.fixtures.hf_models import generation_config, save_llama3_instruct, save_qwen3_base, save_remote_code_base
+
+pytestmark = pytest.mark.slow
+
+DATA = [raw_problems, eval_suites, training_problems, sft_dataset, think_dataset]
+CHECKPOINTS = ["base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint"]
+FAMILIES = {  # fixture builder, the stop tokens every checkpoint of the lineage must end generation with
+    "qwen3": (save_qwen3_base, ["<|endoftext|>", "<|im_end|>"]),
+    "llama3": (save_llama3_instruct, ["<|end_of_text|>", "<|eot_id|>"]),
+}
+
+
+def _resources(tmp_path):
+    home = tmp_path / "lineage"
+    return default_resources(home, profile="smoke", tracking_uri=f"sqlite:///{home}/mlflow.db")
+
+
+def _import_config(base_dir, trust_remote_code=False) -> dict:
+    return {"base_checkpoint": {"config": {"base_model": str(base_dir), "trust_remote_code": trust_remote_code}}}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_whole_lineage_grows_from_an_imported_base(family, tmp_path):
+    build, stop_tokens = FAMILIES[family]
+    base_dir = build(tmp_path / family)
+    resources = _resources(tmp_path)
+    ops = _import_config(base_dir) | {
+        "preference_dataset": {"config": {"source": "both", "on_policy_prompts": 4, "samples_per_prompt": 2,
+                                          "max_new_tokens": 16}},
+        "reasoning_checkpoint": {"config": {"dpo_enabled": True}},
+        **{f"eval_{variant}": {"config": {"max_new_tokens": 16}} for variant in ("base", "instruct", "reasoning")}}
+    result = dg.materialize([*DATA, base_checkpoint, instruct_checkpoint, think_sft_checkpoint, preference_dataset,
+                             reasoning_checkpoint, eval_base, eval_instruct, eval_reasoning, eval_scores, eval_report],
+                            resources=resources, run_config={"ops": ops})
+    assert result.success
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    expected = [tokenizer.convert_tokens_to_ids(token) for token in stop_tokens]
+    for name in CHECKPOINTS:
+        published = resources["checkpoints"].current(name)
+        assert generation_config(published)["eos_token_id"] == expected, name
+        assert json.loads((published / "lineage.json").read_text())["trust_remote_code"] is False
+    assert AutoTokenizer.from_pretrained(resources["checkpoints"].current("reasoning_checkpoint")).chat_template \
+        == tokenizer.chat_template  # the family's own template all the way down
+    variants = {r["variant"] for r in resources["duckdb"].query("SELECT DISTINCT variant FROM eval_generations")}
+    assert variants == {"base", "instruct", "reasoning"}
+    scored = {r["variant"] for r in resources["duckdb"].query("SELECT DISTINCT variant FROM eval_scores")}
+    assert scored == variants
+
+
+def test_a_remote_code_base_trains_and_evaluates_with_its_recorded_opt_in(tmp_path):
+    """trust_remote_code reached the import only: the next stage's trainer refused the model's code."""
+    resources = _resources(tmp_path)
+    base_dir = save_remote_code_base(tmp_path / "remote")
+    result = dg.materialize([*DATA, base_checkpoint, think_sft_checkpoint], resources=resources,
+                            run_config={"ops": _import_config(base_dir, trust_remote_code=True)})
+    assert result.success
+    published = resources["checkpoints"].current("think_sft_checkpoint")
+    record = json.loads((published / "lineage.json").read_text())
+    assert record["trust_remote_code"] is True
+    assert (published / "modeling_tiny_remote.py").is_file()  # the code travels with the weights
+    model, _ = load_for_generation(published)
+    assert type(model).__name__ == "TinyRemoteForCausalLM"
