@@ -116,3 +116,35 @@ def test_kill_9_of_a_step_fails_the_run_and_frees_the_gpu_slot(dagster_home, tmp
         for pid in (cli.pid, child):
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_kill_9_of_the_daemon_leaves_its_runs_to_finish_and_release_the_slot(dagster_home, tmp_path):
+    """The daemon launches runs into their own worker processes: killing it stops no run and holds no
+    slot. Its sensor launches one; the daemon is killed mid-step; the run still ends and frees the slot."""
+    pids_file = tmp_path / "daemon.pids"
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "GPU_HOLDER_PIDS": str(pids_file),
+           "GPU_HOLDER_SLEEP_S": "20"}
+    daemon = subprocess.Popen([str(Path(sys.executable).with_name("dagster-daemon")), "run", "-m",
+                               "tests.pipelines.runtime.gpu_holder_location"], cwd=PROJECT_ROOT, env=env,
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    survivors: list[psutil.Process] = []
+    try:
+        step, child = _step_pids(pids_file, daemon)
+        survivors = psutil.Process(daemon.pid).children(recursive=True)  # code server, run worker, step
+        os.kill(daemon.pid, signal.SIGKILL)
+        daemon.wait()
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            deadline = time.monotonic() + SECOND_RUN_TIMEOUT_S
+            while _only_run(instance).status not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
+                assert time.monotonic() < deadline, "the daemon-launched run never ended"
+                time.sleep(1)
+            assert _only_run(instance).status == dg.DagsterRunStatus.SUCCESS
+            assert not dead_run_reaper(dg.build_sensor_context(instance=instance)).skip_message.startswith("reaped")
+        assert not _alive(step) and not _alive(child)
+        _second_run_finishes(dagster_home, tmp_path)
+    finally:
+        for process in [*survivors]:
+            if _alive(process.pid):
+                process.kill()
+        if daemon.poll() is None:
+            os.killpg(daemon.pid, signal.SIGKILL)
