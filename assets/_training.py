@@ -13,7 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from assets._metadata import mlflow_metadata
 from pipelines.training.checkpoint_record import LINEAGE_FILE, TRUST_REMOTE_CODE, trusts_remote_code
@@ -38,13 +38,23 @@ class TrainOverrides(dg.Config):
 
 
 class LoraOptions(dg.Config):
-    """LoRA via peft. ``merge=True`` publishes merged full weights (loads anywhere); ``False`` publishes
-    an adapter-only directory (load with ``peft.AutoPeftModelForCausalLM``)."""
+    """LoRA via peft, published as merged full weights: every checkpoint of the lineage is trained on by a
+    later stage or evaluated, and both load full weights. ``merge: false`` (an adapter-only directory) is
+    refused before anything trains: the next stage loaded it frozen ("element 0 of tensors does not require
+    grad"), and loading adapters under transformers 5 wants peft >= 0.22, which the package index lacks."""
 
     enabled: bool = False
     r: int = 8
     alpha: int = 16
     merge: bool = True
+
+    @model_validator(mode="after")
+    def _merged_only(self):
+        if self.enabled and not self.merge:
+            raise ValueError("lora.merge: false is not supported in the lineage: an adapter-only checkpoint "
+                             "cannot be trained by the next stage or evaluated here (that needs peft >= 0.22); "
+                             "set lora.merge: true to publish merged weights")
+        return self
 
     def settings(self) -> LoraSettings | None:
         return LoraSettings(r=self.r, alpha=self.alpha, merge=self.merge) if self.enabled else None

@@ -1,15 +1,16 @@
 """Importing your own base model through the ``base_checkpoint`` asset (issue #16): evaluation of a base
 with an int eos, a content version, a clear error for a missing directory, ``trust_remote_code``
-recorded for every later load.
+recorded for every later load, and LoRA adapter-only checkpoints refused before anything trains.
 The Dagster runs that import a base are marked slow, like the other base-import runs."""
 
 import json
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from assets.checkpoints import base_checkpoint
+from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint, think_sft_checkpoint
 from assets.datasets import eval_suites
 from assets.evals import eval_base
 from assets.raw import raw_problems
@@ -102,3 +103,18 @@ def test_a_model_without_the_opt_in_never_runs_its_code(resources, tmp_path):
     with pytest.raises(ValueError, match="trust_remote_code"):
         dg.materialize([base_checkpoint], resources=resources,
                        run_config={"ops": {"base_checkpoint": {"config": {"base_model": str(source)}}}})
+
+
+@pytest.mark.parametrize(("asset", "config"), [
+    (think_sft_checkpoint, {"lora": {"enabled": True, "merge": False}}),
+    (instruct_checkpoint, {"lora": {"enabled": True, "merge": False}}),
+    (reasoning_checkpoint, {"lora": {"enabled": True, "merge": False}}),
+])
+def test_an_adapter_only_lora_checkpoint_is_refused_before_training(resources, asset, config):
+    """merge: false published an adapter the next stage loaded frozen ("element 0 of tensors does not
+    require grad"); it is refused with the reason before any data is read or anything trains."""
+    name = asset.key.path[-1]
+    with pytest.raises(Exception, match="lora.merge: false is not supported"):
+        dg.materialize([asset], resources=resources, run_config={"ops": {name: {"config": config}}})
+    assert not resources["checkpoints"].has_current(name)
+    assert not (Path(resources["launcher"].work_root) / name).exists()  # no training data was even written
