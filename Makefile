@@ -64,11 +64,13 @@ validate: setup
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 ## Dagster UI on http://127.0.0.1:3000 and MLflow UI on http://127.0.0.1:5000 (loopback only).
+## Dagster (`dagster dev`: webserver + daemon) runs behind a Host-checking proxy (pipelines/runtime/ui_proxy.py);
+## serve it under more names with LLM_LINEAGE_UI_ALLOWED_HOSTS=a.example,b.example.
 ui: setup
 	@mkdir -p "$(LINEAGE_HOME)/mlflow"
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(LINEAGE_HOME)/mlflow/mlflow.db" --host 127.0.0.1 --port 5000 & \
 	  mlflow_pid=$$!; trap "kill $$mlflow_pid" EXIT; \
-	  $(BIN)/dagster dev -w workspace.yaml --host 127.0.0.1 --port 3000
+	  $(BIN)/python -m pipelines.runtime.ui_proxy -w workspace.yaml --host 127.0.0.1 --port 3000
 
 clean:
 	rm -rf var .pytest_cache
