@@ -62,7 +62,9 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
 
     @dg.asset(name=f"eval_{variant}", group_name="evals", deps=[checkpoint, eval_suites],
               kinds={"pytorch", "duckdb", "mlflow"}, **ACCELERATOR,
-              automation_condition=UPSTREAM_DATA_CHANGED)
+              automation_condition=UPSTREAM_DATA_CHANGED, description=(
+                  f"The {variant} checkpoint generating on every eval suite with its fair decoding; "
+                  f"one stored row per sample (seed and decoding config recorded)."))
     def _eval(context: dg.AssetExecutionContext, config: EvalConfig, duckdb: DuckDBStore,
               checkpoints: CheckpointStore, mlflow: MLflowTracking, profile: LineageProfile) -> dg.MaterializeResult:
         decoding = with_overrides(profile.settings().eval.decoding_for(variant), config.model_dump())
@@ -89,8 +91,6 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
             **mlflow_metadata(run),
         }), config)
 
-    _eval.__doc__ = (f"The {variant} checkpoint generating on every eval suite with its fair decoding; "
-                     f"one stored row per sample (seed and decoding config recorded).")
     return _eval
 
 

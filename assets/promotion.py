@@ -29,7 +29,8 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
     checkpoint_name = checkpoint.key.path[-1]
 
     @dg.asset(name=f"{variant}_candidate", group_name="evals", deps=[checkpoint, eval_scores], kinds={"mlflow"},
-              automation_condition=UPSTREAM_DATA_CHANGED)
+              automation_condition=UPSTREAM_DATA_CHANGED, description=(
+                  f"The current {variant} checkpoint as a version in the MLflow model registry, with its scores."))
     def _candidate(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoints: CheckpointStore,
                    mlflow: MLflowTracking) -> dg.MaterializeResult:
         name = registered_model_name(mlflow.registered_model_prefix, variant)
@@ -73,7 +74,8 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
             })
 
     @dg.asset(name=f"{variant}_champion", group_name="evals", deps=[_candidate], kinds={"mlflow"},
-              automation_condition=UPSTREAM_DATA_CHANGED)
+              automation_condition=UPSTREAM_DATA_CHANGED, description=(
+                  f"Moves the {variant} 'champion' alias to the candidate that passed the no-regression gate."))
     def _champion(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: MLflowTracking,
                   checkpoints: CheckpointStore) -> dg.MaterializeResult:
         # In the same run a failed gate already stops this step; a later run selecting only it must not
@@ -89,8 +91,6 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
                 "previous_champion": previous.version if previous else "none",
                 "checkpoint_version": champion.checkpoint_version}))
 
-    _candidate.__doc__ = f"The current {variant} checkpoint as a version in the MLflow model registry, with its scores."
-    _champion.__doc__ = f"Moves the {variant} 'champion' alias to the candidate that passed the no-regression gate."
     return [_candidate, _gate, _champion]
 
 

@@ -22,6 +22,9 @@ INSTANCE_TAG = "dagster.instance"  # the Dagster instance (its root directory) t
 CLOSED_TAG = "llm_lineage.closed_because"  # why close_interrupted_runs marked a run KILLED
 
 
+ML_VIEW = "workflowType=machine_learning"
+
+
 class TrackedRun(RunLogger):
     """An open run plus where people look at it."""
 
@@ -31,7 +34,10 @@ class TrackedRun(RunLogger):
 
     @property
     def url(self) -> str:
-        return f"{self._ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        """The run in MLflow's classic ML view (without the parameter, MLflow 3 opens its GenAI view:
+        runs labelled "Evaluations", a traces dashboard)."""
+        return (f"{self._ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+                f"?{ML_VIEW}")
 
 
 class MLflowUnavailable(RuntimeError):

@@ -17,6 +17,13 @@ def test_definitions_load_with_the_four_groups():
     assert groups["eval_report"] == "evals" and groups["reasoning_checkpoint"] == "checkpoints"
 
 
+def test_every_asset_has_a_description():
+    """The UI shows it on every asset page; a ``__doc__`` set after the decorator never reached it."""
+    graph = defs.resolve_asset_graph()
+    missing = sorted(key.to_user_string() for key in graph.get_all_asset_keys() if not graph.get(key).description)
+    assert missing == []
+
+
 def test_training_and_generation_share_the_gpu_pool():
     graph = defs.resolve_asset_graph()
     pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}

@@ -1,1 +1,3 @@
-"""Runtime plumbing around stock Dagster (run reaping), apart from the domain steps in ``pipelines/``."""
+"""Runtime plumbing around stock Dagster, apart from the domain steps in ``pipelines/``: reaping runs
+whose worker died (``reaper``), trainers that die with their step (``orphans``), and the Host-checking
+proxy in front of the Dagster UI (``ui_proxy``)."""

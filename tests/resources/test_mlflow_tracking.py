@@ -45,6 +45,7 @@ def test_runs_on_a_real_tracking_server_are_closed_and_linked(mlflow_server):
         run.log_metrics({"accuracy": 0.5})
         run.log_text("# report", "report.md")
     assert run.url.startswith(mlflow_server) and run.run_id in run.url
+    assert run.url.endswith("?workflowType=machine_learning")  # the run page, not MLflow 3's GenAI view
     with pytest.raises(ValueError):
         with tracking.start_run("boom"):
             raise ValueError("training crashed")
