@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+DATA_VERSION_TAG = "dagster/data_version"
 PREVIEW_ROWS = 5
 PREVIEW_CELL_CHARS = 80
 
@@ -11,12 +12,31 @@ PREVIEW_CELL_CHARS = 80
 def preview(rows: Sequence[dict], columns: Sequence[str]) -> dg.MetadataValue:
     """A few rows as a markdown table, cells shortened so the UI stays readable."""
     def cell(value) -> str:
-        text = str(value).replace("|", "\\|").replace("\n", " ")
-        return text if len(text) <= PREVIEW_CELL_CHARS else text[: PREVIEW_CELL_CHARS - 1] + "…"
+        text = str(value).replace("\n", " ")
+        text = text if len(text) <= PREVIEW_CELL_CHARS else text[: PREVIEW_CELL_CHARS - 1] + "…"
+        # < and > as entities: the UI's markdown would take "<think>" for an HTML tag and hide it
+        return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows[:PREVIEW_ROWS]]
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def metadata_of_build(context: dg.AssetExecutionContext, data_version: str, search: int = 200) -> dict:
+    """The metadata of the materialization that built ``data_version`` (not a reuse of it), so that a
+    reused materialization shows the same figures, plots and MLflow link on its page. Empty when this
+    Dagster instance never built it (e.g. the checkpoint came from another instance)."""
+    try:
+        key = context.asset_key
+    except Exception:  # a context without an asset (direct invocation in tests)
+        return {}
+    for record in context.instance.fetch_materializations(key, limit=search).records:
+        event = record.asset_materialization
+        built = event is not None and event.tags.get(DATA_VERSION_TAG) == data_version \
+            and getattr(event.metadata.get("reused"), "value", None) is False
+        if built:
+            return {name: value for name, value in event.metadata.items() if not name.startswith("lineage/")}
+    return {}
 
 
 def mlflow_metadata(run) -> dict:

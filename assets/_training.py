@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field, model_validator
 
-from assets._metadata import mlflow_metadata
+from assets._metadata import metadata_of_build, mlflow_metadata
 from pipelines.training.checkpoint_record import LINEAGE_FILE, TRUST_REMOTE_CODE, trusts_remote_code
 from pipelines.training.job import LoraSettings, TrainJob
 from pipelines.training.plots import loss_curve_png, png_markdown, start_loading_in_background
@@ -90,6 +90,7 @@ def _reuse_if_unchanged(context, name: str, fingerprint: str, checkpoints: Check
     context.log.info(f"{name}: inputs, config and code unchanged (fingerprint {fingerprint}); "
                      f"reusing {path} instead of retraining")
     return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+        **metadata_of_build(context, fingerprint),  # loss curve, metrics, MLflow link of the build
         "reused": True, "fingerprint": fingerprint, "path": dg.MetadataValue.path(str(path)),
         "mlflow_run_id": published.get("mlflow_run_id", "")})
 

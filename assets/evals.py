@@ -12,7 +12,7 @@ from pydantic import Field
 from assets._automation import UPSTREAM_DATA_CHANGED
 from assets._pools import ACCELERATOR
 from assets._lineage import recorded
-from assets._metadata import mlflow_metadata, preview
+from assets._metadata import metadata_of_build, mlflow_metadata, preview
 from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint
 from assets.datasets import eval_suites
 from pipelines.evaluation.decoding import generate_samples
@@ -40,18 +40,18 @@ def _stored_fingerprints(duckdb: DuckDBStore, table: str, column: str, where: st
 
 def _reused(context, what: str, fingerprint: str, metadata: dict) -> dg.MaterializeResult:
     context.log.info(f"{what}: inputs, config and code unchanged (fingerprint {fingerprint}); reusing stored rows")
-    return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint),
-                                metadata={"reused": True, "fingerprint": fingerprint, **metadata})
+    return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+        **metadata_of_build(context, fingerprint), "reused": True, "fingerprint": fingerprint, **metadata})
 
 
 class EvalConfig(dg.Config):
     """Decoding overrides for one variant; unset fields take the profile's per-variant defaults."""
 
     method: str | None = Field(default=None, description="cot | sample | greedy")
-    samples: int | None = None
-    temperature: float | None = None
-    max_new_tokens: int | None = None
-    batch_size: int | None = None
+    samples: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0)
+    max_new_tokens: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
     seed: int | None = None
     stop_strings: list[str] | None = Field(default=None, description="cut outputs at these strings")
     backend: str | None = Field(default=None, description="hf | vllm (vllm: GPU, sampling/greedy only)")

@@ -85,3 +85,13 @@ def test_browser_opens_eval_report_and_sees_the_comparison_table(dagster_ui, pag
     rows = [row.locator("td").first.inner_text() for row in table.locator("tbody tr").all()]
     assert rows == ["base", "instruct", "reasoning"]
     assert dialog.locator("img[src^='data:image/png;base64,']").count() == 3  # the embedded plots
+
+
+def test_browser_shows_think_dataset_previews_as_trained(dagster_ui, page):
+    """The preview's completions carry their <think> tags: before, the UI's markdown took them for HTML."""
+    page.goto(f"{dagster_ui.url}/assets/think_dataset")
+    page.get_by_text("[Show Markdown]").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator("table").first.wait_for()
+    completions = dialog.locator("table").first.locator("tbody tr td:nth-child(2)").all_inner_texts()
+    assert completions and all(text.startswith("<think>") for text in completions), completions

@@ -66,7 +66,11 @@ def test_unchanged_inputs_reuse_the_checkpoint_and_a_config_change_retrains(line
     home, resources, instance, first = lineage
     current = resources["checkpoints"].current("base_checkpoint")
     again = dg.materialize([base_checkpoint], resources=resources, instance=instance)
-    assert _metadata(again, "base_checkpoint")["reused"] is True
+    reused, built = _metadata(again, "base_checkpoint"), _metadata(first, "base_checkpoint")
+    assert reused["reused"] is True
+    # the reused page repeats what the build showed: loss curve, step metrics, the MLflow link
+    for name in ("loss_curve", "pretrain/steps", "pretrain/final_loss", "mlflow_run", "params"):
+        assert reused[name] == built[name], name
     assert any("reusing" in m and "instead of retraining" in m for m in _messages(instance, again))
     assert resources["checkpoints"].current("base_checkpoint") == current
     assert len(_runs_for(resources, "base_checkpoint")) == 1  # nothing trained, nothing logged
