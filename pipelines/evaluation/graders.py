@@ -1,11 +1,19 @@
-"""Graders over stored generations, each a plain function ``(output, gold) -> (extracted, correct)``.
+"""Graders over stored generations, each a plain function ``(output, gold) -> (answer, correct)``.
 
-- ``strict``: lm-evaluation-harness GSM8K strict-match: the number after ``#### ``.
-- ``flexible``: lm-evaluation-harness flexible-extract: the last number in the output.
-- ``exact``: the project's default (answer after ``####`` / ``</think>``, last number there).
-- ``math_verify``: HF math-verify, run in worker processes (its timeouts use ``signal.alarm``, which
-  only works in a process's main thread).
-All numeric ones ignore ``,``, ``$`` and a trailing ``.`` as lm-eval does.
+``answer`` is the grader's *normalized* answer: two samples with the same one are equivalent for that
+grader, which is what maj@k votes over.
+
+- ``strict``: lm-evaluation-harness GSM8K ``strict-match``, exactly: the first ``#### (\\-?[0-9\\.\\,]+)``.
+- ``flexible``: lm-evaluation-harness GSM8K ``flexible-extract``, exactly: the last match of
+  ``(-?[$0-9.,]{2,})|(-?[0-9]+)`` anywhere in the output.
+  Both compare as lm-eval's ``exact_match`` does for GSM8K: strings, after deleting ``,``, ``$``,
+  ``.*#### `` and one trailing ``.``, lower-cased; so "18.00" is not "18", "The answer is 3/4." reads
+  4, "−3" reads 3 and ``$\\boxed{82}$.`` reads nothing. That is lm-eval's behaviour, kept so the
+  numbers compare with published ones; the next two graders read the final-answer region instead.
+- ``exact``: the project's default: the final-answer region (``grading.final_answer_region``), its
+  number as an exact decimal value (fractions and Unicode minus included).
+- ``math_verify``: HF math-verify on that same region, run in worker processes (its timeouts use
+  ``signal.alarm``, which only works in a process's main thread).
 """
 
 from __future__ import annotations
@@ -14,35 +22,81 @@ import multiprocessing
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
 
-from pipelines.evaluation.grading import extract_final_answer, normalize_number
+from pipelines.evaluation.grading import BOXED, extract_final_answer, final_answer_region, normalize_number
 
 STRICT_PATTERN = re.compile(r"#### (\-?[0-9\.\,]+)")
 FLEXIBLE_PATTERN = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+# lm-eval gsm8k.yaml, metric exact_match: regexes_to_ignore (deleted in this order), ignore_case: true.
+LM_EVAL_IGNORE = tuple(re.compile(pattern) for pattern in (",", r"\$", r"(?s).*#### ", r"\.$"))
 
 Grade = tuple[str | None, bool]
 
+DESCRIPTIONS = {
+    "strict": "lm-eval GSM8K strict-match (first number after '#### ')",
+    "flexible": "lm-eval GSM8K flexible-extract (last number anywhere)",
+    "exact": "final-answer region (after ####, A:, 'answer is', the last \\boxed{} or </think>), exact value",
+    "math_verify": "HF math-verify on the final-answer region",
+}
 
-def _compare(extracted: str | None, gold: str) -> Grade:
-    value = normalize_number(extracted) if extracted is not None else None
-    return value, value is not None and value == normalize_number(gold)
+
+def lm_eval_normalize(text: str) -> str:
+    for pattern in LM_EVAL_IGNORE:
+        text = pattern.sub("", text)
+    return text.lower()
+
+
+@lru_cache(maxsize=65536)
+def _gold(gold: str) -> tuple[str, str | None]:
+    """The gold answer as lm-eval and as ``exact`` see it; cached: k samples × graders share one gold."""
+    return lm_eval_normalize(gold), normalize_number(gold)
+
+
+def _lm_eval_grade(extracted: str | None, gold: str) -> Grade:
+    """No match is lm-eval's "[invalid]", which equals no gold answer; an empty string reads nothing."""
+    if extracted is None:
+        return None, False
+    value = lm_eval_normalize(extracted.strip())
+    return value or None, value == _gold(gold)[0]
 
 
 def strict(output: str, gold: str) -> Grade:
     match = STRICT_PATTERN.search(output)
-    return _compare(match.group(1) if match else None, gold)
+    return _lm_eval_grade(match.group(1) if match else None, gold)
 
 
 def flexible(output: str, gold: str) -> Grade:
     matches = FLEXIBLE_PATTERN.findall(output)
-    if not matches:
-        return None, False
-    last = next(group for group in matches[-1] if group)
-    return _compare(last, gold)
+    return _lm_eval_grade(next(group for group in matches[-1] if group) if matches else None, gold)
 
 
 def exact(output: str, gold: str) -> Grade:
-    return _compare(extract_final_answer(output), gold)
+    value = extract_final_answer(output)
+    return value, value is not None and value == _gold(gold)[1]
+
+
+def math_verify_view(output: str) -> str:
+    """What math-verify reads: the final-answer region, with an anchor it knows ("Answer:") so that it
+    takes the first value there, as ``exact`` does, not one from a parenthetical after it."""
+    region, kind = final_answer_region(output)
+    if kind == "boxed":
+        return f"{BOXED}{region}}}"
+    return f"Answer: {region}" if kind == "marker" else region
+
+
+def canonical_answer(expr) -> str:
+    """math-verify's parse as a vote: numbers as exact decimals ("18.00", "18" and 36/2 are one
+    answer), anything else as sympy prints it."""
+    import sympy
+
+    if isinstance(expr, sympy.Rational):
+        return normalize_number(f"{expr.p}/{expr.q}") or str(expr)
+    if getattr(expr, "is_number", False):
+        value = expr.evalf()
+        if isinstance(value, sympy.Float):
+            return normalize_number(str(value)) or str(expr)
+    return str(expr)
 
 
 def _math_verify_one(item: tuple[str, str]) -> Grade:
@@ -50,11 +104,11 @@ def _math_verify_one(item: tuple[str, str]) -> Grade:
 
     output, gold = item
     try:
-        predicted = parse(output)
+        predicted = parse(math_verify_view(output))
         correct = bool(predicted) and verify(parse(f"${gold}$"), predicted)  # gold first: it is asymmetric
+        return (canonical_answer(predicted[0]) if predicted else None), bool(correct)
     except Exception:  # noqa: BLE001 - math-verify raises on unparsable input: that is "wrong", not a crash
         return None, False
-    return (str(predicted[-1]) if predicted else None), bool(correct)
 
 
 def math_verify_batch(items: Sequence[tuple[str, str]], workers: int = 2) -> list[Grade]:

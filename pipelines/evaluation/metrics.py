@@ -26,7 +26,17 @@ def majority_answer(answers: Sequence[str | None]) -> str | None:
     return next(a for a in answers if a is not None and votes[a] == best)
 
 
-def maj_at_k(answers: Sequence[str | None], gold: str, k: int, normalize) -> bool:
-    """Majority vote over the first ``k`` samples, comparing answers by ``normalize`` (e.g. "1,000" = "1000")."""
-    voted = majority_answer([normalize(a) if a is not None else None for a in answers[:k]])
-    return voted is not None and voted == normalize(gold)
+def majority_verdict(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:
+    """maj@k for one item: the grader's own verdict on the most frequent of its normalized answers.
+
+    Votes are each grader's normalized answers, so equivalent answers ("$18.00", "18") vote together;
+    the voted answer is right exactly when the grader called its samples right, so maj@k uses the same
+    notion of "equal to gold" as pass@k, including math-verify's symbolic one.
+    """
+    voted = majority_answer(answers)
+    return voted is not None and next(ok for answer, ok in zip(answers, correct) if answer == voted)
+
+
+def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int) -> bool:
+    """Majority vote over the first ``k`` samples (see ``majority_verdict``)."""
+    return majority_verdict(answers[:k], correct[:k])

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 
 from pipelines.data.datasets import DOMAIN_SHIFT, IN_DISTRIBUTION, PERTURBED, SUITES
+from pipelines.evaluation.graders import DESCRIPTIONS
 from pipelines.evaluation.prompts import BASE, VARIANTS
 from pipelines.evaluation.scoring import DEFAULT_GRADER
 
@@ -76,6 +77,7 @@ def build_report(scores: list[dict], perturbation_drops: list[dict] = ()) -> Rep
     graders = sorted({s["grader"] for s in scores})
     by_grader = {(s["variant"], s["grader"]): s["pass_at_1"] for s in scores if s["suite"] == IN_DISTRIBUTION}
     md += ["## Grader dependence (in-distribution pass@1)", ""]
+    md += [f"- `{g}`: {DESCRIPTIONS[g]}" for g in graders if g in DESCRIPTIONS] + [""]  # what each column means
     md += _table(["variant"] + graders + ["max − min"],
                  [[v] + [by_grader.get((v, g), float("nan")) for g in graders]
                   + [max(by_grader.get((v, g), 0) for g in graders) - min(by_grader.get((v, g), 0) for g in graders)]

@@ -1,9 +1,10 @@
 """Grading and metrics over stored generations: re-grading never regenerates.
 
 For each (variant, suite, grader): pass@1, unbiased pass@k (k = samples per item) and its whole curve,
-maj@k over equivalent answers, and token/latency costs. For CoT-decoded base models, pass@1 is the
-accuracy of the confidence-selected branch, pass@k is "any of the K branches", and greedy_pass_at_1
-is plain greedy decoding (branch 0), so the report shows what CoT decoding changed.
+maj@k over the grader's normalized answers (equivalent answers vote together), and token/latency
+costs. For CoT-decoded base models, pass@1 is the accuracy of the confidence-selected branch, pass@k
+is "any of the K branches", and greedy_pass_at_1 is plain greedy decoding (branch 0), so the report
+shows what CoT decoding changed.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from collections import defaultdict
 
 from pipelines.data.datasets import IN_DISTRIBUTION
 from pipelines.evaluation.graders import grade_all
-from pipelines.evaluation.grading import normalize_number
-from pipelines.evaluation.metrics import majority_answer, pass_at_k
+from pipelines.evaluation.metrics import majority_verdict, pass_at_k
 
 DEFAULT_GRADER = "exact"
 
@@ -53,8 +53,7 @@ def score(generations: list[dict], graded: list[dict]) -> list[dict]:
                 at_k.append(pass_at_k(n, c, n))
                 curve = [total + pass_at_k(n, c, k) for total, k in zip(curve, range(1, n + 1))]
                 answers = [verdicts[(s["sample_id"], grader)]["extracted"] for s in samples]
-                voted = majority_answer(answers)
-                majority.append(float(voted is not None and voted == normalize_number(samples[0]["gold"])))
+                majority.append(float(majority_verdict(answers, correct)))
             items = len(per_item)
             scores.append({
                 "variant": variant, "suite": suite, "grader": grader, "decoding": method, "items": items, "k": n,

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 
 GENERATION_CODE_VERSION = "generation-v4"  # v3: fast_decode.py (own RNG stream); v4: its final-layer prefill (last bits)
-GRADING_CODE_VERSION = "grading-v2"
+GRADING_CODE_VERSION = "grading-v3"  # v3: final-answer region; strict/flexible exactly lm-eval; maj@k by verdict
 
 
 def _digest(content) -> str:

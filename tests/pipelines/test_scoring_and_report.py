@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from pipelines.evaluation.reporting import SECTIONS, build_report
 from pipelines.evaluation.scoring import grade_generations, perturbation_drops, score
 
@@ -41,6 +43,18 @@ def test_scores_from_stored_generations():
     assert scores[("reasoning", "in_distribution", "strict")]["pass_at_1"] == 0.0  # no '####': strict says no
 
 
+def test_maj_at_k_votes_over_each_graders_normalized_answers():
+    outputs = {"p1": ("The answer is $18.00.", "The answer is $18.00.", "The answer is 17."),  # gold 18
+               "p2": ("<think>x</think>\\boxed{5}", "<think>x</think>5.0", "<think>x</think>6")}  # gold 5
+    generations = [_row("reasoning", "in_distribution", problem, index, output, {"p1": "18", "p2": "5"}[problem],
+                        "sample") for problem, texts in outputs.items() for index, output in enumerate(texts)]
+    scores = {s["grader"]: s for s in score(generations, grade_generations(generations, workers=1))}
+    for grader in ("exact", "math_verify"):  # "$18.00" = "18" and "5.0" = "5" for both: they vote together
+        assert scores[grader]["maj_at_k"] == 1.0, grader
+        assert scores[grader]["pass_at_1"] == pytest.approx(2 / 3), grader
+    assert scores["flexible"]["maj_at_k"] == 0.5  # lm-eval: "18.00" is not "18"; p2's tie goes to "5"
+
+
 def test_report_has_every_section_tables_and_plots():
     generations = _generations()
     report = build_report(score(generations, grade_generations(generations, workers=1)))
@@ -49,6 +63,7 @@ def test_report_has_every_section_tables_and_plots():
     assert "| reasoning | 0.750 | 0.250 |" in report.markdown  # pass@1 and the gap to base
     assert report.html.count("<table>") == len(SECTIONS) + 1  # + CoT-vs-greedy for the base
     assert "<h2>Grader dependence" in report.html and "| base | 0.500 | 0.500 |" in report.markdown
+    assert "`flexible`: lm-eval GSM8K flexible-extract" in report.markdown  # what each grader column is
     assert set(report.plots) == {"accuracy_by_variant_suite.png", "pass_at_k_curves.png", "tokens_vs_accuracy.png"}
     assert all(png.startswith(b"\x89PNG") for png in report.plots.values())
 
