@@ -18,7 +18,7 @@ from pipelines.lineage import file_sha256
 from pipelines.training.model import ModelShape
 from pipelines.training.recipes import TrainSettings
 
-CODE_VERSION = "training-v2"  # bump when a recipe changes what it produces for the same inputs
+CODE_VERSION = "training-v3"  # bump when a recipe changes what it produces for the same inputs (v3: GRPO reward reads the final-answer region)
 RECIPES = ("pretrain", "sft", "dpo", "grpo")
 # Pipes custom messages from a training subprocess to the step process that launched it.
 SUMMARY_MESSAGE = "summary"  # the final TrainingSummary, as a dict
