@@ -36,11 +36,13 @@ def lineage(tmp_path_factory):
 
 
 def _import_base(lineage, name: str, raise_on_error: bool = True):
-    """Materialize base_checkpoint from a copy of the tiny model (a new path is a new fingerprint)."""
+    """Materialize base_checkpoint from a copy of the tiny model with a model card naming ``name``: an
+    imported base is versioned by its files' content, so each name is its own fingerprint."""
     home, resources, instance, model = lineage
     source = home / "imported" / name
     if not source.exists():
         shutil.copytree(model, source)
+        (source / "README.md").write_text(f"# {name}\n")
     config = {"ops": {"base_checkpoint": {"config": {"base_model": str(source)}}}}
     return dg.materialize([base_checkpoint], resources=resources, instance=instance, run_config=config,
                           raise_on_error=raise_on_error)
