@@ -126,7 +126,7 @@ def test_make_ui_binds_both_uis_to_loopback():
     makefile = (PROJECT_ROOT / "Makefile").read_text()
     ui_recipe = makefile.split("\nui:")[1].split("\n\n")[0]
     assert re.search(r"mlflow ui .*--host 127\.0\.0\.1", ui_recipe)
-    assert re.search(r"dagster dev .*--host 127\.0\.0\.1", ui_recipe)
+    assert re.search(r"pipelines\.runtime\.ui_proxy .*--host 127\.0\.0\.1", ui_recipe)  # it runs `dagster dev`
     assert "0.0.0.0" not in makefile
 
 

@@ -1,6 +1,7 @@
 """The Dagster UI as people use it: ``dagster dev`` on loopback serving the session's materialized lineage,
 a run launched through its GraphQL API, and a real browser (Debian chromium via playwright) on its pages."""
 
+import re
 import shutil
 
 import psutil
@@ -90,8 +91,8 @@ def test_browser_opens_eval_report_and_sees_the_comparison_table(dagster_ui, pag
 def test_browser_shows_think_dataset_previews_as_trained(dagster_ui, page):
     """The preview's completions carry their <think> tags: before, the UI's markdown took them for HTML."""
     page.goto(f"{dagster_ui.url}/assets/think_dataset")
-    page.get_by_text("[Show Markdown]").first.click()
-    dialog = page.get_by_role("dialog")
-    dialog.locator("table").first.wait_for()
-    completions = dialog.locator("table").first.locator("tbody tr td:nth-child(2)").all_inner_texts()
+    header = page.locator("th").filter(has_text=re.compile(r"^completion$")).first
+    header.wait_for()
+    table = header.locator("xpath=ancestor::table[1]")
+    completions = table.locator("tbody tr td:nth-child(2)").all_inner_texts()
     assert completions and all(text.startswith("<think>") for text in completions), completions
