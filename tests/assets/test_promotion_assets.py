@@ -63,3 +63,8 @@ def test_first_champion_passes_then_a_worse_checkpoint_is_blocked(tiny):
                for s in metadata["champion_scores"])
     assert not worse.asset_materializations_for_node("instruct_champion")  # the blocking check stopped it
     assert registry.champion(name).version == champion.version  # the alias did not move
+
+    # a later run of the champion step alone (CLI `--select instruct_champion`, a job) is refused too
+    later = _materialize(resources, instance, ["instruct_champion"])
+    assert not later.success and not later.asset_materializations_for_node("instruct_champion")
+    assert registry.champion(name).version == champion.version
