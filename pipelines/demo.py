@@ -1,7 +1,6 @@
 """`make demo`: materialize the whole lineage through Dagster, then show what it produced.
 
-Runs ``dagster asset materialize --select '*'`` (through ``pipelines/dagster_cli.py``, which starts the
-steps' fork server first) against the persistent ``$DAGSTER_HOME`` (so the runs
+Runs ``dagster asset materialize --select '*'`` (Dagster's own CLI) against the persistent ``$DAGSTER_HOME`` (so the runs
 show up in the UI afterwards), times it, and prints the evaluation report and where the DuckDB file,
 MLflow store and checkpoints are.
 """
@@ -20,7 +19,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
-    command = [sys.executable, "-m", "pipelines.dagster_cli", "asset", "materialize", "--select", "*",
+    command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "--select", "*",
                "-m", "pipelines.definitions"]
     run = subprocess.Popen(command, cwd=PROJECT_ROOT)
     # Imported while the run starts (it has a core of its own meanwhile), not after it: ~2 s saved.

@@ -8,8 +8,7 @@ process that every step process is forked from, so a step starts in well under a
 
 The server only imports and builds plain Python objects (Dagster's migration map, the repository):
 no threads, no CUDA context, no open files, so forking it is safe. Training itself still runs in
-Pipes subprocesses (``resources/launcher.py``). The preload list is in ``pipelines/fork_server.py``;
-``pipelines/dagster_cli.py`` starts the server before the run needs it.
+Pipes subprocesses (``resources/launcher.py``). The preload list is in ``pipelines/fork_server.py``.
 """
 
 from __future__ import annotations

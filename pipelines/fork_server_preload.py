@@ -7,14 +7,12 @@ garbage and the survivors are frozen, so step processes forked from the server n
 on write, the inherited heap in their own collections: what Python's ``gc.freeze`` documentation
 recommends for a server that forks workers.
 
-It also builds, once for all steps, Dagster's alembic script directory (``pipelines/alembic_scripts.py``)
-and the code location's repository and jobs.
+It also builds, once for all steps, the code location's repository and jobs.
 """
 
 import gc
 import importlib
 
-from pipelines.alembic_scripts import share_dagster_script_directory
 from pipelines.fork_server import SERVER_IMPORTS
 
 
@@ -30,7 +28,6 @@ gc.disable()
 try:
     for module in SERVER_IMPORTS:
         importlib.import_module(module)
-    share_dagster_script_directory()
     resolve_definitions()
 finally:  # an import error must not leave forked steps without a collector
     gc.collect()

@@ -41,10 +41,8 @@ SLOW = frozenset({  # paths relative to tests/, whole modules or module::test
     "resources/test_mlflow_tracking.py::test_default_sqlite_store_takes_parallel_writers_without_lock_errors",
     "resources/test_duckdb_store.py::test_parallel_writer_processes_wait_instead_of_failing",
     "pipelines/test_safe_loading.py::test_trust_remote_code_is_an_explicit_opt_in_logged_as_a_warning",
-    "pipelines/test_compute_logs.py::test_a_steps_output_reaches_the_captured_files_and_the_terminal",
     "test_definitions.py::test_steps_fork_from_a_preloaded_server",
     "test_definitions.py::test_a_forked_step_inherits_the_preloaded_heap_frozen_and_collects_its_own_garbage",
-    "test_definitions.py::test_the_fork_server_started_early_is_the_one_steps_fork_from",
     "test_definitions.py::test_workspace_yaml_validates_with_the_dagster_cli",
     "test_instance_config.py::test_dagster_cli_reads_the_instance_config",
 })

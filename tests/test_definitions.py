@@ -67,10 +67,9 @@ from pipelines.fork_server import PRELOADED_MODULES
 def report(queue):
     import sys
     from dagster_shared.utils.cached_method import get_cached_method_cache
-    from pipelines import alembic_scripts
     from pipelines.definitions import defs
     queue.put((gc.isenabled(), gc.get_freeze_count(), "mlflow.store.tracking.sqlalchemy_store" in sys.modules,
-               "torch" in sys.modules, len(alembic_scripts._shared),
+               "torch" in sys.modules,
                len(get_cached_method_cache(defs, "get_repository_def"))))
 
 if __name__ == "__main__":  # a file, not -c: the forked step imports this module to find report()
@@ -79,9 +78,9 @@ if __name__ == "__main__":  # a file, not -c: the forked step imports this modul
     queue = context.Queue()
     step = context.Process(target=report, args=(queue,))
     step.start()
-    enabled, frozen, preloaded, torch, shared_script_directories, resolved = queue.get(timeout=240)
+    enabled, frozen, preloaded, torch, resolved = queue.get(timeout=240)
     step.join()
-    print(enabled, frozen > 100_000, preloaded, torch, shared_script_directories, resolved)
+    print(enabled, frozen > 100_000, preloaded, torch, resolved)
 """
 
 
@@ -91,38 +90,8 @@ def test_a_forked_step_inherits_the_preloaded_heap_frozen_and_collects_its_own_g
     completed = subprocess.run([sys.executable, str(probe)], cwd=PROJECT_ROOT, capture_output=True, text=True,
                                timeout=300, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
     assert completed.returncode == 0, completed.stderr[-3000:]
-    # preloaded: the heap frozen, MLflow's store, Dagster's alembic scripts, the repository built; not torch
-    assert completed.stdout.split() == ["True", "True", "True", "False", "1", "1"]
-
-
-EARLY_START_PROBE = """
-import multiprocessing, os
-import psutil
-from pipelines.fork_server import start_fork_server
-
-PRELOAD = ["json"]  # light: the real list is checked above and runs in the end-to-end CLI test
-start_fork_server(PRELOAD)  # what pipelines/dagster_cli.py does before importing Dagster
-
-def servers():
-    return [p.pid for p in psutil.Process().children() if "forkserver" in " ".join(p.cmdline())]
-
-early = servers()
-context = multiprocessing.get_context("forkserver")
-context.set_forkserver_preload(PRELOAD)  # what Dagster's executor does next
-step = context.Process(target=os.getpid)
-step.start()
-step.join()
-print(len(early), servers() == early, step.exitcode)
-"""
-
-
-def test_the_fork_server_started_early_is_the_one_steps_fork_from():
-    """The demo's CLI starts the server before it loads the code location; the executor must then
-    find it running and fork from it, not start a second one."""
-    completed = subprocess.run([sys.executable, "-c", EARLY_START_PROBE], cwd=PROJECT_ROOT, capture_output=True,
-                               text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert completed.stdout.split() == ["1", "True", "0"]
+    # preloaded: the heap frozen, MLflow's store, the repository built; not torch
+    assert completed.stdout.split() == ["True", "True", "True", "False", "1"]
 
 
 def test_lineage_order_reasoning_branch_is_think_sft_then_preferences():

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -145,7 +146,7 @@ def test_cli_materialize_uses_the_default_executor_and_sqlite_store(tmp_path):
            "LLM_LINEAGE_PROFILE": "smoke"}
     env.pop("MLFLOW_TRACKING_URI", None)
     completed = subprocess.run(
-        [sys.executable, "-m", "pipelines.dagster_cli", "asset", "materialize", "--select", "*",  # fork server first
+        [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "--select", "*",
          "-m", "pipelines.definitions"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
     log = completed.stdout + completed.stderr
     assert completed.returncode == 0, log[-4000:]

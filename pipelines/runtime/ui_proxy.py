@@ -3,7 +3,7 @@
 dagster-webserver answers any ``Host``: a page on evil.example that rebinds its name to 127.0.0.1 can
 drive the local UI and its GraphQL API (launch runs, wipe assets), and a cross-site form POST can run a
 mutation from the query string. The webserver has no allowed-hosts option, and building its app in
-process needs private ``dagster._core`` internals, so ``make ui`` runs a stock ``dagster dev`` (webserver
+process needs Dagster's private workspace internals, so ``make ui`` runs a stock ``dagster dev`` (webserver
 and daemon) behind this proxy:
 
 * the proxy (default 127.0.0.1:3000) answers 403, before forwarding anything, to a ``Host`` outside the
