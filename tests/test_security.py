@@ -31,11 +31,11 @@ def test_paths_outside_the_roots_are_rejected_naming_the_field(path):
 
 
 def test_a_folder_beside_the_repository_is_not_a_default_root():
-    """The datasets live in the repository's data/; a sibling folder (the old ../shared) needs
+    """The datasets live in the repository's data/; a folder beside the checkout needs
     LLM_LINEAGE_DATA_ROOTS like any other directory."""
     assert confine("data/gsm8k/test.jsonl", "extra_suites[gsm8k].path").is_file()  # bundled, no download
     with pytest.raises(PathOutsideDataRoots, match=r"jsonl_paths\[0\]: .*outside the data roots"):
-        confine("../shared/datasets/gsm8k/train.jsonl", "jsonl_paths[0]")
+        confine("../datasets-beside-the-checkout/gsm8k/train.jsonl", "jsonl_paths[0]")
 
 
 def test_a_symlink_out_of_a_root_is_rejected(tmp_path):
