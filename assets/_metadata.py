@@ -22,15 +22,11 @@ def preview(rows: Sequence[dict], columns: Sequence[str]) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def metadata_of_build(context: dg.AssetExecutionContext, data_version: str, search: int = 200) -> dict:
-    """The metadata of the materialization that built ``data_version`` (not a reuse of it), so that a
-    reused materialization shows the same figures, plots and MLflow link on its page. Empty when this
-    Dagster instance never built it (e.g. the checkpoint came from another instance)."""
-    try:
-        key = context.asset_key
-    except Exception:  # a context without an asset (direct invocation in tests)
-        return {}
-    for record in context.instance.fetch_materializations(key, limit=search).records:
+def metadata_of_build(context: dg.AssetExecutionContext, asset: str, data_version: str, search: int = 200) -> dict:
+    """The metadata of the materialization of ``asset`` that built ``data_version`` (not a reuse of it), so
+    that a reused materialization shows the same figures, plots and MLflow link on its page. Empty when
+    this Dagster instance never built it (e.g. the checkpoint came from another instance)."""
+    for record in context.instance.fetch_materializations(dg.AssetKey(asset), limit=search).records:
         event = record.asset_materialization
         built = event is not None and event.tags.get(DATA_VERSION_TAG) == data_version \
             and getattr(event.metadata.get("reused"), "value", None) is False

@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import dagster as dg
-import pandas as pd
 
 from resources import DuckDBStore
 
@@ -34,17 +33,10 @@ class UpstreamNotPublished(RuntimeError):
     """The table a step needs holds no version that passed its checks, or not the one Dagster consumed."""
 
 
-def _frame(table: str, rows: Sequence[dict], columns: Sequence[str] | None) -> pd.DataFrame:
-    frame = pd.DataFrame(list(rows), columns=list(columns) if columns else None)
-    if frame.empty and frame.columns.empty:
-        raise ValueError(f"cannot create table '{table}' from no rows without columns")
-    return frame.astype("string") if frame.empty else frame
-
-
 def publish_tables(duckdb: DuckDBStore, asset: str, data_version: str, run_id: str,
                    tables: dict[str, tuple[Sequence[dict], Sequence[str] | None]]) -> None:
     """Replace ``tables`` (name -> (rows, columns)) and record ``asset``'s published version atomically."""
-    frames = {name: _frame(name, rows, columns) for name, (rows, columns) in tables.items()}
+    frames = {name: DuckDBStore.frame(name, rows, columns) for name, (rows, columns) in tables.items()}
     with duckdb.connect() as connection:
         connection.execute("BEGIN TRANSACTION")
         connection.execute(f"""CREATE TABLE IF NOT EXISTS {TABLE_VERSIONS} (asset VARCHAR PRIMARY KEY,

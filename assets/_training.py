@@ -16,7 +16,7 @@ import dagster as dg
 from pydantic import Field, model_validator
 
 from assets._metadata import metadata_of_build, mlflow_metadata
-from pipelines.training.checkpoint_record import LINEAGE_FILE, TRUST_REMOTE_CODE, trusts_remote_code
+from pipelines.training.checkpoint_record import LINEAGE_FILE, TRUST_REMOTE_CODE, read_record, trusts_remote_code
 from pipelines.training.job import LoraSettings, TrainJob
 from pipelines.training.plots import loss_curve_png, png_markdown, start_loading_in_background
 from pipelines.training.recipes import TrainingSummary
@@ -66,8 +66,7 @@ def combined_fingerprint(parts: list[str]) -> str:
 
 def read_lineage(checkpoints: CheckpointStore, name: str) -> dict:
     """The published checkpoint's lineage record ({} if it has none)."""
-    path = checkpoints.current(name) / LINEAGE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_record(checkpoints.current(name))
 
 
 def input_version(checkpoints: CheckpointStore, name: str) -> str:
@@ -90,7 +89,7 @@ def _reuse_if_unchanged(context, name: str, fingerprint: str, checkpoints: Check
     context.log.info(f"{name}: inputs, config and code unchanged (fingerprint {fingerprint}); "
                      f"reusing {path} instead of retraining")
     return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
-        **metadata_of_build(context, fingerprint),  # loss curve, metrics, MLflow link of the build
+        **metadata_of_build(context, name, fingerprint),  # loss curve, metrics, MLflow link of the build
         "reused": True, "fingerprint": fingerprint, "path": dg.MetadataValue.path(str(path)),
         "mlflow_run_id": published.get("mlflow_run_id", "")})
 

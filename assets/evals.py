@@ -41,7 +41,7 @@ def _stored_fingerprints(duckdb: DuckDBStore, table: str, column: str, where: st
 def _reused(context, what: str, fingerprint: str, metadata: dict) -> dg.MaterializeResult:
     context.log.info(f"{what}: inputs, config and code unchanged (fingerprint {fingerprint}); reusing stored rows")
     return dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
-        **metadata_of_build(context, fingerprint), "reused": True, "fingerprint": fingerprint, **metadata})
+        **metadata_of_build(context, what, fingerprint), "reused": True, "fingerprint": fingerprint, **metadata})
 
 
 class EvalConfig(dg.Config):

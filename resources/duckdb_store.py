@@ -151,13 +151,17 @@ class DuckDBStore(dg.ConfigurableResource):
     def close_kept_open(self) -> None:
         _kept_open.release(self.path)
 
-    def replace_table(self, table: str, rows: Sequence[dict], columns: Sequence[str] | None = None) -> int:
-        """Atomically replace ``table`` with ``rows``; ``columns`` gives the schema when rows are empty."""
+    @staticmethod
+    def frame(table: str, rows: Sequence[dict], columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """``rows`` as a frame to load into ``table``; ``columns`` gives the schema when rows are empty."""
         frame = pd.DataFrame(list(rows), columns=list(columns) if columns else None)
         if frame.empty and frame.columns.empty:
             raise ValueError(f"cannot create table '{table}' from no rows without columns")
-        if frame.empty:
-            frame = frame.astype("string")
+        return frame.astype("string") if frame.empty else frame
+
+    def replace_table(self, table: str, rows: Sequence[dict], columns: Sequence[str] | None = None) -> int:
+        """Atomically replace ``table`` with ``rows``; ``columns`` gives the schema when rows are empty."""
+        frame = self.frame(table, rows, columns)
         with self.connect() as connection:
             connection.register("incoming", frame)
             connection.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM incoming')
