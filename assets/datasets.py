@@ -17,10 +17,8 @@ from assets._lineage import recorded, rows_version
 from assets._tables import publish_tables, read_published
 from assets._metadata import preview
 from assets.raw import raw_problems
-from pipelines.data.datasets import (CONTAMINATION_COLUMNS, ContaminationError, assert_disjoint, build_corpus,
-                                     build_eval_suites, build_preference, build_sft, build_think, decontaminate,
-                                     problems_from_rows)
-from pipelines.data.decontamination import find_contamination
+from pipelines.data.datasets import (CONTAMINATION_COLUMNS, build_corpus, build_eval_suites, build_preference,
+                                     build_sft, build_think, check_disjoint, decontaminate, problems_from_rows)
 from pipelines.data.ingest import ingest_jsonl
 from pipelines.data.on_policy import OnPolicySettings, sample_on_policy
 from pipelines.data.perturbations import PERTURBATIONS
@@ -97,25 +95,12 @@ DISJOINT_CHECK = "training_problems_disjoint_from_eval"
 
 def disjointness_verdict(training: list[Problem], eval_rows: list[dict], ngram: int) -> dg.AssetCheckResult:
     """The blocking check, on the rows this step built: no shared key, question or word n-gram."""
-    def result(passed: bool, description: str | None, **metadata) -> dg.AssetCheckResult:
-        return dg.AssetCheckResult(check_name=DISJOINT_CHECK, passed=passed, severity=dg.AssetCheckSeverity.ERROR,
-                                   description=description, metadata=metadata)
-
-    try:
-        assert_disjoint(eval_rows, training)
-    except ContaminationError as error:
-        return result(False, str(error), error=str(error))
-    overlaps = find_contamination([(p.problem_id, p.question) for p in training],
-                                  [(f"{r['suite']}/{r['problem_id']}", r["question"]) for r in eval_rows], n=ngram)
-    if not training:
-        description = "no training problem is left: the source has no usable training split"
-    elif overlaps:
-        description = f"{len(overlaps)} training problems share a {ngram}-gram with an eval item"
-    else:
-        description = None
-    return result(description is None, description, training_problems=len(training), eval_items=len(eval_rows),
-                  ngram_overlaps=len(overlaps),
-                  first_overlaps=dg.MetadataValue.json([vars(m) for m in overlaps[:5]]))
+    verdict = check_disjoint(training, eval_rows, ngram)
+    metadata = {"error": verdict.error} if verdict.error else {
+        "training_problems": len(training), "eval_items": len(eval_rows), "ngram_overlaps": len(verdict.overlaps),
+        "first_overlaps": dg.MetadataValue.json([vars(m) for m in verdict.overlaps[:5]])}
+    return dg.AssetCheckResult(check_name=DISJOINT_CHECK, passed=verdict.problem is None,
+                               severity=dg.AssetCheckSeverity.ERROR, description=verdict.problem, metadata=metadata)
 
 
 @dg.asset(group_name="datasets", deps=[raw_problems, eval_suites], kinds={"python", "duckdb"},

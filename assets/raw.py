@@ -9,7 +9,7 @@ from pydantic import Field
 from assets._lineage import recorded, rows_version
 from assets._metadata import preview
 from assets._tables import publish_tables
-from pipelines.data.ingest import DEFAULT_MAX_LINE_BYTES, quarantine_rate
+from pipelines.data.ingest import DEFAULT_MAX_LINE_BYTES, quarantine_problem, quarantine_rate
 from pipelines.data.problems import Problem
 from pipelines.data.raw import JSONL, QUARANTINE_COLUMNS, choose_source, load_raw_problems, source_records
 from pipelines.profiles import with_overrides
@@ -58,20 +58,12 @@ class RawProblemsConfig(dg.Config):
 def quarantine_verdict(lines_read: int, kept: int, quarantined: int, reasons: dict[str, int],
                        limit: float) -> dg.AssetCheckResult:
     """The blocking check, on exactly the rows this step read (never on the shared table)."""
-    rate = quarantine_rate(kept, quarantined)
-    if lines_read == 0:
-        description = "the raw source is empty (0 lines read): nothing to train on"
-    elif kept == 0:
-        description = f"all {quarantined} raw lines were quarantined: see raw_quarantine_rejected"
-    elif rate > limit:
-        description = (f"{quarantined} of {kept + quarantined} raw lines quarantined ({rate:.1%}), over the "
-                       f"{limit:.1%} limit: see raw_quarantine_rejected")
-    else:
-        description = None
+    problem = quarantine_problem(lines_read, kept, quarantined, limit)
+    description = problem if problem is None or lines_read == 0 else f"{problem}: see raw_quarantine_rejected"
     return dg.AssetCheckResult(
         check_name=QUARANTINE_CHECK, passed=description is None, severity=dg.AssetCheckSeverity.ERROR,
         description=description, metadata={
-            "quarantine_rate": rate, "max_quarantine_rate": limit, "lines_read": lines_read, "kept": kept,
+            "quarantine_rate": quarantine_rate(kept, quarantined), "max_quarantine_rate": limit, "lines_read": lines_read, "kept": kept,
             "quarantined": quarantined, "reasons": dg.MetadataValue.json(reasons)})
 
 

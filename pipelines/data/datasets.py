@@ -187,3 +187,27 @@ def assert_disjoint(eval_rows: list[dict], training: list[Problem]) -> None:
     if leaked:
         sample = ", ".join(f"{r['suite']}/{r['problem_id']}" for r in leaked[:5])
         raise ContaminationError(f"{len(leaked)} eval items also appear in training data: {sample}")
+
+
+@dataclass(frozen=True)
+class Disjointness:
+    """The verdict of the blocking check on a training split: ``problem`` is None when it passes."""
+
+    problem: str | None
+    overlaps: list  # n-gram matches (decontamination.Match), empty when a key or question leaked
+    error: str | None = None  # assert_disjoint's message when a key or question leaked
+
+
+def check_disjoint(training: list[Problem], eval_rows: list[dict], ngram: int) -> Disjointness:
+    """No shared key, question or word n-gram between ``training`` and the eval items, and training left."""
+    try:
+        assert_disjoint(eval_rows, training)
+    except ContaminationError as error:
+        return Disjointness(str(error), [], str(error))
+    overlaps = find_contamination([(p.problem_id, p.question) for p in training],
+                                  [(f"{r['suite']}/{r['problem_id']}", r["question"]) for r in eval_rows], n=ngram)
+    if not training:
+        return Disjointness("no training problem is left: the source has no usable training split", overlaps)
+    if overlaps:
+        return Disjointness(f"{len(overlaps)} training problems share a {ngram}-gram with an eval item", overlaps)
+    return Disjointness(None, overlaps)

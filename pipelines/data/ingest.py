@@ -133,6 +133,18 @@ def quarantine_rate(kept: int, quarantined: int) -> float:
     return quarantined / total if total else 0.0
 
 
+def quarantine_problem(lines_read: int, kept: int, quarantined: int, limit: float) -> str | None:
+    """Why a read must not be trained on (an empty source, nothing kept, too much quarantined); None if fine."""
+    rate = quarantine_rate(kept, quarantined)
+    if lines_read == 0:
+        return "the raw source is empty (0 lines read): nothing to train on"
+    if kept == 0:
+        return f"all {quarantined} raw lines were quarantined"
+    if rate > limit:
+        return f"{quarantined} of {kept + quarantined} raw lines quarantined ({rate:.1%}), over the {limit:.1%} limit"
+    return None
+
+
 class _Digest:
     """sha256 and byte count of everything read from one file."""
 
