@@ -1,5 +1,7 @@
 """Text formats shared by dataset building, training and evaluation (one place, so they cannot drift)."""
 
+import json
+
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 FINAL_ANSWER_MARK = "####"
@@ -26,3 +28,10 @@ def user_messages(question: str) -> list[dict]:
 
 def assistant_messages(content: str) -> list[dict]:
     return [{"role": "assistant", "content": content}]
+
+
+def prompt_messages(row: dict) -> list[dict]:
+    """The conversation a training row's completion answers: its ``messages`` (JSON: system prompt and
+    earlier turns, as a user's conversational data brings them) or else one user turn with ``prompt``."""
+    context = row.get("messages")
+    return json.loads(context) if context else user_messages(row["prompt"])

@@ -222,17 +222,17 @@ def sft(model_dir: Path, rows: list[dict], settings: TrainSettings, output_dir: 
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from pipelines.data.formats import assistant_messages, user_messages
+    from pipelines.data.formats import assistant_messages, prompt_messages
 
     options = options or RunOptions()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
     model = _load_model(model_dir, options)
     if options.assistant_only_loss:
-        dataset = Dataset.from_dict({"messages": [user_messages(r["prompt"]) + assistant_messages(r["completion"])
+        dataset = Dataset.from_dict({"messages": [prompt_messages(r) + assistant_messages(r["completion"])
                                                   for r in rows]})
         loss_args = {"assistant_only_loss": True}
     else:
-        dataset = Dataset.from_dict({"prompt": [user_messages(r["prompt"]) for r in rows],
+        dataset = Dataset.from_dict({"prompt": [prompt_messages(r) for r in rows],
                                      "completion": [assistant_messages(r["completion"]) for r in rows]})
         loss_args = {"completion_only_loss": True}
     started = time.perf_counter()
@@ -252,13 +252,13 @@ def dpo(model_dir: Path, rows: list[dict], settings: TrainSettings, beta: float,
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from pipelines.data.formats import assistant_messages, user_messages
+    from pipelines.data.formats import assistant_messages, prompt_messages
 
     options = options or RunOptions()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
     model = _load_model(model_dir, options)
     dataset = Dataset.from_dict({
-        "prompt": [user_messages(r["prompt"]) for r in rows],
+        "prompt": [prompt_messages(r) for r in rows],
         "chosen": [assistant_messages(r["chosen"]) for r in rows],
         "rejected": [assistant_messages(r["rejected"]) for r in rows],
     })
@@ -279,13 +279,13 @@ def grpo(model_dir: Path, rows: list[dict], settings: TrainSettings, grpo_settin
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from pipelines.data.formats import user_messages
+    from pipelines.data.formats import prompt_messages
     from pipelines.training.rewards import correctness_reward, format_reward
 
     options = options or RunOptions()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
     model = _load_model(model_dir, options)
-    dataset = Dataset.from_dict({"prompt": [user_messages(r["prompt"]) for r in rows],
+    dataset = Dataset.from_dict({"prompt": [prompt_messages(r) for r in rows],
                                  "answer": [r["answer"] for r in rows]})
     started = time.perf_counter()
     with _work_dir(options) as work:
