@@ -145,7 +145,7 @@ def quarantine_problem(lines_read: int, kept: int, quarantined: int, limit: floa
     return None
 
 
-class _Digest:
+class Digest:
     """sha256 and byte count of everything read from one file."""
 
     def __init__(self) -> None:
@@ -157,7 +157,7 @@ class _Digest:
         return chunk
 
 
-def _lines(handle, digest: _Digest, max_line_bytes: int) -> Iterator[tuple[bytes, int | None]]:
+def read_lines(handle, digest: Digest, max_line_bytes: int) -> Iterator[tuple[bytes, int | None]]:
     """(line without its newline, None), or (its first bytes, its length) for a line over the limit,
     whose rest is skipped in chunks so it never sits in memory whole."""
     limit = max_line_bytes + 2  # room for the line's '\r\n'
@@ -177,7 +177,7 @@ def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
     return stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev
 
 
-def _check_unchanged(path: Path, before: os.stat_result, digest: _Digest, sha256: str,
+def check_unchanged(path: Path, before: os.stat_result, digest: Digest, sha256: str,
                      expected_sha256: str | None) -> None:
     """Raise when what was read is not one stable version of ``path`` (or not the snapshot's version)."""
     retry = "the step fails so it can be retried on a stable file"
@@ -211,10 +211,10 @@ def ingest_jsonl(paths: list[Path], *, question_field: str = "question", answer_
         if not path.is_file():
             raise FileNotFoundError(f"raw JSONL file not found: {path}")
         split = split_from_filename(path)
-        digest, lines, kept, quarantined = _Digest(), 0, len(result.problems), len(result.quarantined)
+        digest, lines, kept, quarantined = Digest(), 0, len(result.problems), len(result.quarantined)
         with path.open("rb") as handle:
             before = os.fstat(handle.fileno())
-            for line_number, (raw, too_long) in enumerate(_lines(handle, digest, max_line_bytes), start=1):
+            for line_number, (raw, too_long) in enumerate(read_lines(handle, digest, max_line_bytes), start=1):
                 result.lines_read += 1
                 lines = line_number
                 if line_number == 1 and raw.startswith(UTF8_BOM):
@@ -240,7 +240,7 @@ def ingest_jsonl(paths: list[Path], *, question_field: str = "question", answer_
                     problem_id=stable_id(key), key=key, split=split, question=question, solution=solution,
                     answer=answer, source=str(path), source_line=line_number))
         sha256 = digest.sha256.hexdigest()
-        _check_unchanged(path, before, digest, sha256, (expected_sha256 or {}).get(str(path)))
+        check_unchanged(path, before, digest, sha256, (expected_sha256 or {}).get(str(path)))
         result.files.append(FileRead(str(path), sha256, digest.bytes, lines, len(result.problems) - kept,
                                      len(result.quarantined) - quarantined))
     return result
