@@ -20,6 +20,7 @@ Together they make "nothing downstream of a failed blocking check is built" hold
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
 
@@ -34,14 +35,18 @@ class UpstreamNotPublished(RuntimeError):
 
 
 def publish_tables(duckdb: DuckDBStore, asset: str, data_version: str, run_id: str,
-                   tables: dict[str, tuple[Sequence[dict], Sequence[str] | None]]) -> None:
-    """Replace ``tables`` (name -> (rows, columns)) and record ``asset``'s published version atomically."""
-    frames = {name: DuckDBStore.frame(name, rows, columns) for name, (rows, columns) in tables.items()}
+                   tables: dict[str, tuple[Sequence[dict], Sequence[str] | None] | Path]) -> None:
+    """Replace ``tables`` (name -> (rows, columns), or a parquet file too large to hold as rows) and
+    record ``asset``'s published version atomically."""
+    frames = {name: rows if isinstance(rows, Path) else DuckDBStore.frame(name, *rows) for name, rows in tables.items()}
     with duckdb.connect() as connection:
         connection.execute("BEGIN TRANSACTION")
         connection.execute(f"""CREATE TABLE IF NOT EXISTS {TABLE_VERSIONS} (asset VARCHAR PRIMARY KEY,
             data_version VARCHAR, dagster_run_id VARCHAR, published_at TIMESTAMP)""")
         for name, frame in frames.items():
+            if isinstance(frame, Path):
+                connection.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM read_parquet(?)', [str(frame)])
+                continue
             connection.register(f"incoming_{name}", frame)
             connection.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM "incoming_{name}"')
         connection.execute(f"INSERT OR REPLACE INTO {TABLE_VERSIONS} VALUES (?, ?, ?, now())",

@@ -183,7 +183,8 @@ def reasoning_checkpoint(context: dg.AssetExecutionContext, config: ReasoningCon
     if config.grpo_enabled:
         grpo_settings = with_overrides(settings.grpo, config.grpo.model_dump())
         options = with_overrides(settings.grpo_options, {"num_generations": config.grpo_num_generations})
-        data = write_rows(duckdb.query("SELECT prompt, answer FROM think_dataset"), work / "grpo.jsonl")
+        data = write_rows(duckdb.query("SELECT prompt, messages, answer FROM think_dataset WHERE answer IS NOT NULL"),
+                          work / "grpo.jsonl")  # GRPO's reward verifies against a gold answer
         stages.append(TrainJob(recipe="grpo", data_file=str(data), settings=grpo_settings, grpo=options,
                                save_steps=settings.save_steps, lora=config.lora.settings(), metric_prefix="grpo/",
                                input_versions=parent))

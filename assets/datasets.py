@@ -16,9 +16,11 @@ from assets._pools import ACCELERATOR
 from assets._lineage import recorded, rows_version
 from assets._tables import publish_tables, read_published
 from assets._metadata import preview
-from assets.raw import raw_problems
-from pipelines.data.datasets import (CONTAMINATION_COLUMNS, build_corpus, build_eval_suites, build_preference,
-                                     build_sft, build_think, check_disjoint, decontaminate, problems_from_rows)
+from assets.raw import raw_problems, raw_training_data
+from pipelines.data.datasets import (CONTAMINATION_COLUMNS, MIX_MODES, PREFERENCE_COLUMNS, SFT_COLUMNS,
+                                     USER_CONTAMINATION_COLUMNS, build_corpus, build_eval_suites, build_preference,
+                                     build_sft, build_think, check_disjoint, decontaminate, decontaminate_rows,
+                                     mix_rows, problems_from_rows)
 from pipelines.data.ingest import ingest_jsonl
 from pipelines.data.on_policy import OnPolicySettings, sample_on_policy
 from pipelines.data.perturbations import PERTURBATIONS
@@ -146,24 +148,50 @@ def raw_corpus(context: dg.AssetExecutionContext, duckdb: DuckDBStore) -> dg.Mat
                     inputs={TRAINING_PROBLEMS: version})
 
 
-@dg.asset(group_name="datasets", deps=[training_problems], kinds={"python", "duckdb"},
-          automation_condition=UPSTREAM_DATA_CHANGED)
-def sft_dataset(context: dg.AssetExecutionContext, duckdb: DuckDBStore) -> dg.MaterializeResult:
-    """Instruct SFT rows: question → direct answer."""
-    problems, version = _training(context, duckdb)
-    rows = build_sft(problems)
-    duckdb.replace_table("sft_dataset", rows)
-    return recorded(context, duckdb, _table_result(rows, ["prompt", "completion"]), inputs={TRAINING_PROBLEMS: version})
+class MixConfig(dg.Config):
+    problems: Literal[MIX_MODES] = Field(default="auto", description="Rows built from the training problems: "
+                                         "'auto' includes them unless you brought rows of this kind "
+                                         "(raw_training_data); 'include' mixes both; 'exclude' keeps only yours.")
 
 
-@dg.asset(group_name="datasets", deps=[training_problems], kinds={"python", "duckdb"},
+def _user_rows(context: dg.AssetExecutionContext, duckdb: DuckDBStore, profile: LineageProfile,
+               kind: str) -> tuple[list[dict], dict, str]:
+    """The user's published rows of ``kind``, decontaminated against every eval item (what was removed
+    goes to ``training_data_contamination``), the metadata saying so, and the version read."""
+    rows, version = read_published(context, duckdb, raw_training_data,
+                                   f"SELECT * FROM raw_training_data WHERE kind = '{kind}' ORDER BY source, source_row")
+    dataset = context.asset_key.to_user_string()
+    clean, report = decontaminate_rows(dataset, rows, duckdb.rows("eval_suites"),
+                                       profile.settings().data.decontamination_ngram)
+    duckdb.replace_rows("training_data_contamination", report, "dataset", dataset, columns=USER_CONTAMINATION_COLUMNS)
+    return clean, {"user_rows": len(clean), "user_rows_removed_as_contaminated": len(report)}, version
+
+
+def _conversation_dataset(context: dg.AssetExecutionContext, duckdb: DuckDBStore, profile: LineageProfile,
+                          kind: str, build, problems: str) -> dg.MaterializeResult:
+    training, version = _training(context, duckdb)
+    user, metadata, user_version = _user_rows(context, duckdb, profile, kind)
+    rows = mix_rows(build(training), user, problems, SFT_COLUMNS)
+    duckdb.replace_table(context.asset_key.to_user_string(), rows, columns=SFT_COLUMNS)
+    return recorded(context, duckdb, _table_result(rows, ["source", "prompt", "completion"], **metadata),
+                    inputs={TRAINING_PROBLEMS: version, "raw_training_data": user_version})
+
+
+@dg.asset(group_name="datasets", deps=[training_problems, raw_training_data, eval_suites], kinds={"python", "duckdb"},
           automation_condition=UPSTREAM_DATA_CHANGED)
-def think_dataset(context: dg.AssetExecutionContext, duckdb: DuckDBStore) -> dg.MaterializeResult:
-    """Reasoning SFT rows: question → <think>worked solution</think> answer."""
-    problems, version = _training(context, duckdb)
-    rows = build_think(problems)
-    duckdb.replace_table("think_dataset", rows)
-    return recorded(context, duckdb, _table_result(rows, ["prompt", "completion"]), inputs={TRAINING_PROBLEMS: version})
+def sft_dataset(context: dg.AssetExecutionContext, config: MixConfig, duckdb: DuckDBStore,
+                profile: LineageProfile) -> dg.MaterializeResult:
+    """Instruct SFT rows: question → direct answer, and your conversations (system prompt and earlier
+    turns kept as the prompt of the last assistant turn)."""
+    return _conversation_dataset(context, duckdb, profile, "sft", build_sft, config.problems)
+
+
+@dg.asset(group_name="datasets", deps=[training_problems, raw_training_data, eval_suites], kinds={"python", "duckdb"},
+          automation_condition=UPSTREAM_DATA_CHANGED)
+def think_dataset(context: dg.AssetExecutionContext, config: MixConfig, duckdb: DuckDBStore,
+                  profile: LineageProfile) -> dg.MaterializeResult:
+    """Reasoning SFT rows: question → <think>worked solution</think> answer, and your reasoning traces."""
+    return _conversation_dataset(context, duckdb, profile, "think", build_think, config.problems)
 
 
 class PreferenceConfig(dg.Config):
@@ -171,6 +199,8 @@ class PreferenceConfig(dg.Config):
     and wrong samples, graded by the verifier), or both."""
 
     source: Literal["synthetic", "on_policy", "both"] = "synthetic"
+    problems: Literal[MIX_MODES] = Field(default="auto", description="Pairs built from the training problems "
+                                         "(synthetic / on-policy): 'auto' only when you brought no pairs.")
     seed: int | None = None
     on_policy_prompts: int = Field(default=64, gt=0, description="Training prompts to sample on.")
     samples_per_prompt: int = Field(default=4, gt=0)
@@ -178,7 +208,8 @@ class PreferenceConfig(dg.Config):
     max_new_tokens: int = Field(default=64, gt=0)
 
 
-@dg.asset(group_name="datasets", deps=[training_problems, think_dataset, "think_sft_checkpoint"],
+@dg.asset(group_name="datasets", deps=[training_problems, raw_training_data, eval_suites, think_dataset,
+                                       "think_sft_checkpoint"],
           kinds={"python", "duckdb"}, **ACCELERATOR, automation_condition=UPSTREAM_DATA_CHANGED)
 def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceConfig, duckdb: DuckDBStore,
                        checkpoints: CheckpointStore, profile: LineageProfile) -> dg.MaterializeResult:
@@ -186,20 +217,24 @@ def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceConf
     seed = config.seed if config.seed is not None else profile.settings().data.seed
     rows, metadata = [], {}
     problems, training_version = _training(context, duckdb)
+    user, user_metadata, user_version = _user_rows(context, duckdb, profile, "preference")
+    if config.problems == "exclude" or (config.problems == "auto" and user):
+        problems = []  # nothing to build pairs from: only the user's pairs
     if config.source in ("synthetic", "both"):
         rows += build_preference(problems, seed)
     traces: list[dict] = []
-    if config.source in ("on_policy", "both"):
+    if config.source in ("on_policy", "both") and problems:
         settings = OnPolicySettings(config.on_policy_prompts, config.samples_per_prompt, config.temperature,
                                     config.max_new_tokens, profile.settings().eval.batch_size, seed)
-        sampled = sample_on_policy(checkpoints.current("think_sft_checkpoint"), duckdb.rows("think_dataset"), settings)
+        graded = duckdb.query("SELECT * FROM think_dataset WHERE answer IS NOT NULL")  # a gold answer to verify
+        sampled = sample_on_policy(checkpoints.current("think_sft_checkpoint"), graded, settings)
         rows += sampled.pairs
         traces = sampled.correct_traces
         metadata = {"on_policy_samples": sampled.samples, "on_policy_correct": sampled.correct,
                     "on_policy_pairs": len(sampled.pairs)}
-    duckdb.replace_table("preference_dataset", rows,
-                         columns=["problem_id", "source", "prompt", "chosen", "rejected", "answer", "rejected_answer"])
+    rows = mix_rows(rows, user, "include", PREFERENCE_COLUMNS)
+    duckdb.replace_table("preference_dataset", rows, columns=PREFERENCE_COLUMNS)
     duckdb.replace_table("on_policy_traces", traces, columns=["problem_id", "prompt", "completion", "answer"])
     return recorded(context, duckdb, _table_result(rows, ["source", "prompt", "chosen", "rejected"], **metadata,
-                                                   source=config.source), config,
-                    inputs={TRAINING_PROBLEMS: training_version})
+                                                   **user_metadata, source=config.source), config,
+                    inputs={TRAINING_PROBLEMS: training_version, "raw_training_data": user_version})

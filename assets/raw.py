@@ -1,7 +1,11 @@
 """[raw] The raw-data folder (observed, versioned by content) and the problems everything else is
 derived from."""
 
+import tempfile
 import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -9,9 +13,13 @@ from pydantic import Field
 from assets._lineage import recorded, rows_version
 from assets._metadata import preview
 from assets._tables import publish_tables
+from pipelines.data.conversations import ROW_COLUMNS
 from pipelines.data.ingest import DEFAULT_MAX_LINE_BYTES, quarantine_problem, quarantine_rate
 from pipelines.data.problems import Problem
 from pipelines.data.raw import JSONL, QUARANTINE_COLUMNS, choose_source, load_raw_problems, source_records
+from pipelines.data.records import FORMATS
+from pipelines.data.user_data import TrainingSource, chat_files, ingest_training_data, rejection_problem
+from pipelines.paths import confine
 from pipelines.profiles import with_overrides
 from resources import DuckDBStore, LineageProfile, RawDataFolder
 
@@ -80,8 +88,11 @@ def raw_problems(context: dg.AssetExecutionContext, config: RawProblemsConfig, d
     for inspection and the published tables keep the last accepted version (``assets/_tables.py``)."""
     data = with_overrides(profile.settings().data, config.model_dump())
     snapshot = raw_data.snapshot()
-    source = choose_source(config.source, snapshot)
-    paths = config.jsonl_paths if source == JSONL else [f["path"] for f in snapshot.files]
+    folder_files = [f["path"] for f in snapshot.files]
+    chat = set(chat_files(folder_files))  # the user's own training data: raw_training_data reads those
+    problem_files = [p for p in folder_files if p not in chat]
+    source = choose_source(config.source, problem_files)
+    paths = config.jsonl_paths if source == JSONL else problem_files
     result = load_raw_problems(source, data, paths, config.question_field, config.answer_field,
                                config.max_line_bytes, expected=snapshot)  # the bytes read are the bytes hashed
     rows = [p.as_row() for p in result.problems]
@@ -104,3 +115,84 @@ def raw_problems(context: dg.AssetExecutionContext, config: RawProblemsConfig, d
         "preview": preview(rows, ["split", "question", "solution", "answer"]),
     }, check_results=[verdict]), config, inputs={"raw_data_files": snapshot.fingerprint},
         sources=source_records(result, source, paths, data))
+
+
+TRAINING_DATA_CHECK = "raw_training_data_quarantine_rate_below_threshold"
+
+
+class TrainingSourceConfig(dg.Config):
+    """A user's training data: a file, folder, ``save_to_disk`` directory or cached hub id."""
+
+    path: str = Field(description="Local path (under the data roots) or a hub dataset id in the local cache.")
+    kind: Literal["auto", "sft", "think", "preference"] = Field(
+        default="auto", description="The dataset it feeds; auto: per record, by its fields (chosen/rejected: "
+        "preference; <think> or reasoning_content: think; else sft).")
+    format: Literal[FORMATS] = "auto"
+    split: str = "train"
+    columns: dict[str, str] = Field(default_factory=dict, description="Your column names, e.g. "
+                                    "{prompt: question, completion: response}.")
+    max_rows: int | None = Field(default=None, gt=0, description="Mixing: keep at most this many rows from it.")
+
+    def source(self) -> TrainingSource:
+        """A local path is confined to the data roots; with format auto, a name that is no local path is
+        taken for a hub id (read from the local cache only)."""
+        local = confine(self.path, f"sources[{self.path}].path")
+        hub = self.format == "hub" or (self.format == "auto" and not local.exists())
+        return TrainingSource(self.path if hub else str(local), None if self.kind == "auto" else self.kind, self.format, self.split,
+                              dict(self.columns), self.max_rows)
+
+
+class RawTrainingDataConfig(dg.Config):
+    """Sources beyond the chat / reasoning / preference files dropped into the raw-data folder."""
+
+    sources: list[TrainingSourceConfig] = Field(default_factory=list)
+    max_line_bytes: int = Field(default=DEFAULT_MAX_LINE_BYTES, gt=0)
+    max_quarantine_rate: float | None = Field(default=None, ge=0, le=1, description="Unset: the profile's value.")
+
+
+@dg.asset(group_name="raw", deps=[raw_data_files], kinds={"python", "duckdb"}, check_specs=[dg.AssetCheckSpec(
+    TRAINING_DATA_CHECK, asset="raw_training_data", blocking=True,
+    description="Every source gave rows and few enough records were quarantined; otherwise nothing is published.")])
+def raw_training_data(context: dg.AssetExecutionContext, config: RawTrainingDataConfig, duckdb: DuckDBStore,
+                      profile: LineageProfile, raw_data: RawDataFolder) -> dg.MaterializeResult:
+    """Your own SFT conversations, reasoning traces and preference pairs (TRL / axolotl / LLaMA-Factory
+    formats), one row per record of kind sft / think / preference; bad records go to
+    ``raw_training_quarantine`` with file, row and reason. None at all is fine: the lineage then trains
+    on its problems alone."""
+    snapshot = raw_data.snapshot()
+    sources = [TrainingSource(p) for p in chat_files([f["path"] for f in snapshot.files])]
+    sources += [source.source() for source in config.sources]
+    limit = profile.settings().data.max_quarantine_rate if config.max_quarantine_rate is None \
+        else config.max_quarantine_rate
+    with tempfile.TemporaryDirectory(prefix="raw_training_data-") as scratch:
+        result = ingest_training_data(sources, Path(scratch) / "rows.parquet", max_line_bytes=config.max_line_bytes,
+                                      expected_sha256={f["path"]: f["sha256"] for f in snapshot.files})
+        problem = rejection_problem(result.outcomes, limit)
+        verdict = dg.AssetCheckResult(check_name=TRAINING_DATA_CHECK, passed=problem is None,
+                                      severity=dg.AssetCheckSeverity.ERROR, description=problem, metadata={
+                                          "records": result.records, "quarantined": len(result.quarantined),
+                                          "max_quarantine_rate": limit})
+        if verdict.passed:
+            publish_tables(duckdb, "raw_training_data", result.version, context.run.run_id, {
+                "raw_training_data": result.rows_file,
+                "raw_training_quarantine": (result.quarantined, QUARANTINE_COLUMNS)})
+        else:
+            context.log.error(f"raw_training_data rejected, not published: {problem}")
+            duckdb.replace_table("raw_training_quarantine_rejected", result.quarantined, columns=QUARANTINE_COLUMNS)
+        first = _first_rows(result.rows_file)
+    kept = dict(result.kept)
+    return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(result.version), metadata={
+        "sources": dg.MetadataValue.json([o.summary() for o in result.outcomes]), "records": result.records,
+        "kept": dg.MetadataValue.json(kept), "quarantined": len(result.quarantined), "published": verdict.passed,
+        "quarantine_reasons": dg.MetadataValue.json(dict(Counter(q["kind"] for q in result.quarantined))),
+        "dagster/row_count": sum(kept.values()),
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(c) for c in ROW_COLUMNS]),
+        "preview": preview(first, ["kind", "prompt", "completion", "chosen", "rejected"]),
+    }, check_results=[verdict]), config, inputs={"raw_data_files": snapshot.fingerprint}, sources=result.audit())
+
+
+def _first_rows(parquet: Path, n: int = 5) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    rows = pq.ParquetFile(parquet)
+    return rows.read_row_group(0).slice(0, n).to_pylist() if rows.num_row_groups else []

@@ -2,7 +2,8 @@
 
 - ``raw_data_sensor`` hashes the raw-data folder every minute; when the content differs from what
   ``raw_problems`` last read, it records the new version of ``raw_data_files`` and requests
-  ``raw_problems``. Unchanged content requests nothing (the run key is the content hash, too).
+  ``raw_problems`` and ``raw_training_data`` (both read the folder). Unchanged content requests
+  nothing (the run key is the content hash, too).
 - Every derived asset carries ``UPSTREAM_DATA_CHANGED`` (``assets/_automation.py``);
   ``lineage_automation`` evaluates those conditions, so a new raw data version flows through
   datasets, checkpoints and evals, and an identical rebuild stops the cascade at once.
@@ -19,7 +20,7 @@ import os
 
 import dagster as dg
 
-from assets.raw import raw_data_files, raw_problems
+from assets.raw import raw_data_files, raw_problems, raw_training_data
 from pipelines.runtime.reaper import reap_dead_runs
 from resources import RawDataFolder
 
@@ -29,7 +30,7 @@ AUTOMATION_INTERVAL_S = 30
 REAPER_INTERVAL_S = 30
 
 retrain_job = dg.define_asset_job(
-    "retrain", selection=dg.AssetSelection.assets(raw_problems).downstream(),
+    "retrain", selection=dg.AssetSelection.assets(raw_problems, raw_training_data).downstream(),
     description="The whole lineage from the raw problems to the eval and lineage reports; unchanged "
                 "checkpoints and eval outputs are reused, not rebuilt.")
 
@@ -48,9 +49,12 @@ def last_consumed_raw_version(instance: dg.DagsterInstance) -> str | None:
     return inputs.value.get("raw_data_files") if inputs is not None else None
 
 
-@dg.sensor(name="raw_data_sensor", target=[raw_problems], minimum_interval_seconds=SENSOR_INTERVAL_S,
+RAW_READERS = [raw_problems, raw_training_data]
+
+
+@dg.sensor(name="raw_data_sensor", target=RAW_READERS, minimum_interval_seconds=SENSOR_INTERVAL_S,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Requests raw_problems when the raw-data folder's content hash changes.")
+           description="Requests raw_problems and raw_training_data when the raw-data folder's content hash changes.")
 def raw_data_sensor(context: dg.SensorEvaluationContext, raw_data: RawDataFolder):
     snapshot = raw_data.snapshot()
     consumed = last_consumed_raw_version(context.instance)
@@ -64,7 +68,8 @@ def raw_data_sensor(context: dg.SensorEvaluationContext, raw_data: RawDataFolder
         metadata={"files": len(snapshot.files),
                   "file_hashes": dg.MetadataValue.json({f["name"]: f["sha256"] for f in snapshot.files})})
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"raw-data-{snapshot.fingerprint}", asset_selection=[raw_problems.key],
+        run_requests=[dg.RunRequest(run_key=f"raw-data-{snapshot.fingerprint}",
+                                    asset_selection=[a.key for a in RAW_READERS],
                                     tags={"llm_lineage/raw_data_version": snapshot.fingerprint})],
         asset_events=[observation])
 

@@ -46,7 +46,9 @@ WRITTEN_BY: dict[str, tuple[str, ...]] = {
     "eval_suite_quarantine": ("eval_suites",), "contamination_report": ("training_problems",),
     "on_policy_traces": ("preference_dataset",), "eval_generations": ("eval_base", "eval_instruct", "eval_reasoning"),
     "eval_grades": ("eval_scores",), "eval_perturbation_drops": ("eval_scores",),
-    "table_versions": ("raw_problems", "training_problems"), "lineage": (), "lineage_inputs": (),
+    "raw_training_quarantine": ("raw_training_data",), "raw_training_quarantine_rejected": ("raw_training_data",),
+    "table_versions": ("raw_problems", "raw_training_data", "training_problems"), "lineage": (), "lineage_inputs": (),
+    "training_data_contamination": ("sft_dataset", "think_dataset", "preference_dataset"),
 }
 _MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
 
@@ -167,9 +169,11 @@ class DuckDBStore(dg.ConfigurableResource):
             connection.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM incoming')
         return len(frame)
 
-    def replace_rows(self, table: str, rows: Sequence[dict], where_column: str, where_value: str) -> int:
-        """Replace the slice of ``table`` where ``where_column = where_value`` (e.g. one eval variant)."""
-        frame = pd.DataFrame(list(rows))
+    def replace_rows(self, table: str, rows: Sequence[dict], where_column: str, where_value: str,
+                     columns: Sequence[str] | None = None) -> int:
+        """Replace the slice of ``table`` where ``where_column = where_value`` (e.g. one eval variant);
+        ``columns`` gives the schema when rows are empty (the slice is then emptied)."""
+        frame = self.frame(table, rows, columns)
         with self.connect() as connection:
             connection.register("incoming", frame)
             connection.execute("BEGIN TRANSACTION")

@@ -1,4 +1,5 @@
-"""The raw-data folder the lineage watches: drop GSM8K-format JSONL files in it to train on them."""
+"""The raw-data folder the lineage watches: drop GSM8K-format problems (JSONL) or your own training data
+(conversations, reasoning traces, preference pairs: JSONL, JSON, parquet, CSV) in it to train on them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from pipelines.data.raw import FolderSnapshot, snapshot_folder
+from pipelines.data.raw import RAW_PATTERNS, FolderSnapshot, snapshot_folder
 
 
 class RawDataFolder(dg.ConfigurableResource):
@@ -17,8 +18,9 @@ class RawDataFolder(dg.ConfigurableResource):
     data roots; file paths given in run config are. What is in it is confined to it: a file or link
     that resolves outside the folder fails the snapshot (``PathOutsideRawFolder``) before it is read."""
 
-    path: str = Field(description="Folder of raw JSONL files (a file name containing 'test' is held out).")
-    pattern: str = Field(default="*.jsonl", description="Which files under the folder count as raw data.")
+    path: str = Field(description="Folder of raw files (a problems file whose name contains 'test' is held out).")
+    pattern: str = Field(default=RAW_PATTERNS, description="Which files under the folder count as raw data "
+                         "(comma-separated globs).")
 
     def snapshot(self) -> FolderSnapshot:
         return snapshot_folder(Path(self.path), self.pattern)

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 from pipelines.definitions import PROJECT_ROOT, default_resources
 from pipelines.profiles import SMOKE
 
-SELECTION = "raw_problems,eval_suites,training_problems,raw_corpus,sft_dataset,think_dataset,tokenizer"
+SELECTION = "raw_problems,raw_training_data,eval_suites,training_problems,raw_corpus,sft_dataset,think_dataset,tokenizer"
 LOCK_ERRORS = ("database is locked", "Could not set lock", "Conflicting lock", "DuckDBLockTimeout")
 RUN_TIMEOUT_S = 900
 

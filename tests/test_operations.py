@@ -15,7 +15,7 @@ from pipelines.definitions import all_assets, all_checks, default_resources
 from pipelines.lineage import downstream_of_file, file_sha256, upstream
 from tests.conftest import reconfigured
 
-GENERATION = ["raw_problems", "eval_suites", "training_problems", "raw_corpus", "sft_dataset", "tokenizer",
+GENERATION = ["raw_problems", "raw_training_data", "eval_suites", "training_problems", "raw_corpus", "sft_dataset", "tokenizer",
               "base_checkpoint", "instruct_checkpoint", "eval_instruct", "eval_scores", "eval_report",
               "lineage_report"]
 TRAIN_LINES, TEST_LINES, ADDED_LINES, PLANTED = 300, 40, 30, 8

@@ -20,6 +20,7 @@ from pipelines.data.problems import TEST_SPLIT, TRAIN_SPLIT, Problem, normalize_
 from pipelines.data.perturbations import PERTURBATIONS, perturbation_for
 from pipelines.data.synthetic import domain_shift_problems
 
+TRAINING_PROBLEMS = "training_problems"
 IN_DISTRIBUTION = "in_distribution"
 PERTURBED = "perturbed"
 DOMAIN_SHIFT = "domain_shift"
@@ -87,9 +88,14 @@ def build_preference(problems: list[Problem], seed: int) -> list[dict]:
 
 
 def direct_answer_pairs(preference_rows: list[dict]) -> list[dict]:
-    """Instruct-branch DPO pairs: the same preferences without the reasoning (answer vs wrong answer)."""
-    return [{"problem_id": r["problem_id"], "prompt": r["prompt"], "chosen": r["answer"],
-             "rejected": r["rejected_answer"], "answer": r["answer"]} for r in preference_rows]
+    """Instruct-branch DPO pairs: the same preferences without the reasoning (answer vs wrong answer).
+    A user's own pairs (no ``rejected_answer``) are kept as they are."""
+    return [{"problem_id": r["problem_id"], "prompt": r["prompt"], "messages": r.get("messages"),
+             "chosen": r["answer"], "rejected": r["rejected_answer"], "answer": r["answer"]}
+            if r.get("rejected_answer") is not None else
+            {"problem_id": r["problem_id"], "prompt": r["prompt"], "messages": r.get("messages"),
+             "chosen": r["chosen"], "rejected": r["rejected"], "answer": r.get("answer")}
+            for r in preference_rows]
 
 
 def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_operand: int,
@@ -211,3 +217,52 @@ def check_disjoint(training: list[Problem], eval_rows: list[dict], ngram: int) -
     if overlaps:
         return Disjointness(f"{len(overlaps)} training problems share a {ngram}-gram with an eval item", overlaps)
     return Disjointness(None, overlaps)
+
+
+USER_CONTAMINATION_COLUMNS = ("dataset", "problem_id", "source", "source_row", "prompt", "method", "eval_suite",
+                              "eval_problem_id", "evidence")
+
+
+def decontaminate_rows(dataset: str, rows: list[dict], eval_rows: list[dict],
+                       ngram: int) -> tuple[list[dict], list[dict]]:
+    """A user's training rows minus those whose prompt (every user turn) repeats an eval question or
+    shares an ``ngram``-word sequence with one; (clean rows, one report row per removal)."""
+    from pipelines.data.formats import prompt_messages
+
+    texts = {r["problem_id"]: " ".join(m["content"] for m in prompt_messages(r) if m["role"] == "user") for r in rows}
+    by_question = {normalize_question(r["question"]): r for r in eval_rows}
+    found: dict[str, tuple[str, dict, str]] = {}
+    for row in rows:
+        for text in (row["prompt"], texts[row["problem_id"]]):
+            if normalize_question(text) in by_question:
+                found[row["problem_id"]] = ("question", by_question[normalize_question(text)], text)
+    eval_by_id = {f"{r['suite']}/{r['problem_id']}": r for r in eval_rows}
+    for match in find_contamination([(pid, text) for pid, text in texts.items() if pid not in found],
+                                    [(item_id, r["question"]) for item_id, r in eval_by_id.items()], n=ngram):
+        found.setdefault(match.train_id, ("ngram", eval_by_id[match.eval_id], match.ngram))
+    report = []
+    for r in rows:
+        if r["problem_id"] in found:
+            method, item, evidence = found[r["problem_id"]]
+            report.append({"dataset": dataset, "problem_id": r["problem_id"], "source": r["source"],
+                           "source_row": r["source_row"], "prompt": r["prompt"], "method": method,
+                           "eval_suite": item["suite"], "eval_problem_id": item["problem_id"], "evidence": evidence})
+    return [r for r in rows if r["problem_id"] not in found], report
+
+
+SFT_COLUMNS = ("problem_id", "source", "source_row", "prompt", "messages", "completion", "answer")
+PREFERENCE_COLUMNS = ("problem_id", "source", "source_row", "prompt", "messages", "chosen", "rejected", "answer",
+                      "rejected_answer")
+MIX_MODES = ("auto", "include", "exclude")
+
+
+def mix_rows(problem_rows: list[dict], user_rows: list[dict], problems: str, columns: tuple[str, ...],
+             problems_source: str = TRAINING_PROBLEMS) -> list[dict]:
+    """A dataset's rows: the user's own rows, and those built from the training problems when
+    ``problems`` is ``include``, or ``auto`` and the user brought no rows of this kind (so dropping
+    conversations into the raw folder trains on them, not on them mixed with the generator's arithmetic)."""
+    if problems not in MIX_MODES:
+        raise ValueError(f"problems: '{problems}', expected one of {MIX_MODES}")
+    keep_problems = problems == "include" or (problems == "auto" and not user_rows)
+    mixed = [{"source": problems_source, **r} for r in problem_rows] if keep_problems else []
+    return [{c: r.get(c) for c in columns} for r in mixed + user_rows]

@@ -48,22 +48,28 @@ def inside_folder(path: str | Path, folder: str | Path, name: str | None = None)
                                f"{folder}; copy the file into the folder instead of linking to it")
 
 
-def snapshot_folder(folder: Path, pattern: str = "*.jsonl") -> FolderSnapshot:
-    """Hash every file matching ``pattern`` under ``folder`` (none if the folder does not exist).
+RAW_PATTERNS = "*.jsonl,*.json,*.parquet,*.csv"  # problems files, and the user's training-data files
+
+
+def snapshot_folder(folder: Path, pattern: str = RAW_PATTERNS) -> FolderSnapshot:
+    """Hash every file matching ``pattern`` (comma-separated globs) under ``folder`` (none if the folder
+    does not exist).
 
     ``path`` is the resolved file (what is read); one that resolves outside the folder is refused."""
     folder = folder.resolve()
-    found = sorted(folder.rglob(pattern)) if folder.is_dir() else []
+    globs = [g.strip() for g in pattern.split(",") if g.strip()]
+    found = sorted({p for g in globs for p in folder.rglob(g)}) if folder.is_dir() else []
     paths = [(p, inside_folder(p, folder)) for p in found]
     return FolderSnapshot(str(folder), tuple(
         {"path": str(resolved), "name": str(p.relative_to(folder)), "sha256": file_sha256(resolved),
          "bytes": resolved.stat().st_size} for p, resolved in paths if resolved.is_file()))
 
 
-def choose_source(requested: str | None, snapshot: FolderSnapshot) -> str:
-    """The configured source, or by default the raw-data folder when it holds files, else the generator."""
+def choose_source(requested: str | None, problem_files: list[str]) -> str:
+    """The configured source, or by default the raw-data folder when it holds problems files, else the
+    generator (a folder holding only the user's chat data still needs problems to evaluate on)."""
     if requested is None:
-        return FOLDER if snapshot.files else SYNTHETIC
+        return FOLDER if problem_files else SYNTHETIC
     if requested not in SOURCES:
         raise ValueError(f"unknown raw source '{requested}', expected one of {SOURCES}")
     return requested

@@ -9,7 +9,7 @@ import pytest
 
 from assets._tables import TABLE_VERSIONS, UpstreamNotPublished
 from assets.datasets import eval_suites, sft_dataset, training_problems
-from assets.raw import QUARANTINE_CHECK, raw_problems
+from assets.raw import QUARANTINE_CHECK, raw_problems, raw_training_data
 from pipelines.definitions import all_assets, all_checks, default_resources
 
 DATASETS = ["eval_suites", "training_problems", "raw_corpus", "sft_dataset", "think_dataset"]
@@ -70,7 +70,7 @@ def test_automation_requests_nothing_downstream_of_a_rejected_raw_version(resour
 
 def test_a_later_run_refuses_to_build_on_a_rejected_version(resources, garbage_file):
     instance = dg.DagsterInstance.ephemeral()
-    assert dg.materialize([raw_problems, eval_suites, training_problems, sft_dataset], resources=resources,
+    assert dg.materialize([raw_problems, raw_training_data, eval_suites, training_problems, sft_dataset], resources=resources,
                           instance=instance, run_config=_synthetic()).success
     duckdb = resources["duckdb"]
     accepted_rows = duckdb.count("raw_problems")

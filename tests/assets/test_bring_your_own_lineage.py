@@ -11,14 +11,14 @@ from transformers import AutoTokenizer
 from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint, think_sft_checkpoint
 from assets.datasets import eval_suites, preference_dataset, sft_dataset, think_dataset, training_problems
 from assets.evals import eval_base, eval_instruct, eval_reasoning, eval_report, eval_scores
-from assets.raw import raw_problems
+from assets.raw import raw_problems, raw_training_data
 from pipelines.definitions import default_resources
 from pipelines.evaluation.generation import load_for_generation
 from tests.fixtures.hf_models import generation_config, save_llama3_instruct, save_qwen3_base, save_remote_code_base
 
 pytestmark = pytest.mark.slow
 
-DATA = [raw_problems, eval_suites, training_problems, sft_dataset, think_dataset]
+DATA = [raw_problems, raw_training_data, eval_suites, training_problems, sft_dataset, think_dataset]
 CHECKPOINTS = ["base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint"]
 FAMILIES = {  # fixture builder, the stop tokens every checkpoint of the lineage must end generation with
     "qwen3": (save_qwen3_base, ["<|endoftext|>", "<|im_end|>"]),

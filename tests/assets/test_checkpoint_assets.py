@@ -13,13 +13,14 @@ import pytest
 from assets.checkpoints import base_checkpoint, think_sft_checkpoint, tokenizer
 from assets.datasets import (eval_suites, preference_dataset, raw_corpus, sft_dataset, think_dataset,
                              training_problems)
-from assets.raw import raw_problems
+from assets.raw import raw_problems, raw_training_data
 from pipelines.definitions import PROJECT_ROOT, default_resources
 from pipelines.profiles import SMOKE
 from pipelines.training.recipes import latest_checkpoint
 from resources import TrainingLauncher
 
-UPSTREAM = [raw_problems, eval_suites, training_problems, raw_corpus, sft_dataset, think_dataset, tokenizer]
+UPSTREAM = [raw_problems, raw_training_data, eval_suites, training_problems, raw_corpus, sft_dataset, think_dataset,
+            tokenizer]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from assets.evals import EvalConfig
 from pipelines.definitions import all_assets, all_checks, default_resources
 from tests.conftest import reconfigured
 
-UPSTREAM = ["raw_problems", "eval_suites", "training_problems", "raw_corpus", "sft_dataset", "tokenizer",
+UPSTREAM = ["raw_problems", "raw_training_data", "eval_suites", "training_problems", "raw_corpus", "sft_dataset", "tokenizer",
             "base_checkpoint"]
 PROMOTION = ["instruct_checkpoint", "eval_instruct", "eval_scores", "instruct_candidate", "instruct_champion"]
 SUITE_SIZE, SAMPLES, UNDERTRAINED_STEPS = 40, 2, 3

@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from assets.datasets import DISJOINT_CHECK, eval_suites, raw_corpus, sft_dataset, training_problems
-from assets.raw import raw_data_files, raw_problems
+from assets.raw import raw_data_files, raw_problems, raw_training_data
 from pipelines.definitions import default_resources
 
 
@@ -14,7 +14,7 @@ def _metadata(result, asset_name):
     return {key: value.value for key, value in events[-1].metadata.items()}
 
 
-UPSTREAM_OF_SFT = ["raw_problems", "eval_suites", "training_problems", "raw_corpus", "sft_dataset"]
+UPSTREAM_OF_SFT = ["raw_problems", "raw_training_data", "eval_suites", "training_problems", "raw_corpus", "sft_dataset"]
 
 
 def _check(result, name):
@@ -52,7 +52,7 @@ def test_malformed_jsonl_is_quarantined_and_accounted_for(tmp_path, lineage_home
 def test_real_gsm8k_flows_into_datasets_and_an_in_distribution_suite(gsm8k_dir, lineage_home):
     resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
     run_config = _jsonl_config([gsm8k_dir / "train.jsonl", gsm8k_dir / "test.jsonl"])
-    result = dg.materialize([raw_data_files, raw_problems, eval_suites, training_problems,
+    result = dg.materialize([raw_data_files, raw_problems, raw_training_data, eval_suites, training_problems,
                              raw_corpus, sft_dataset],
                             resources=resources, run_config=run_config, selection=UPSTREAM_OF_SFT)
     assert result.success

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from assets.datasets import eval_suites, raw_corpus, sft_dataset, training_problems
-from assets.raw import QUARANTINE_CHECK, raw_problems
+from assets.raw import QUARANTINE_CHECK, raw_problems, raw_training_data
 from pipelines.definitions import default_resources
 
 SEED = 1234
@@ -121,7 +121,7 @@ def test_every_fuzzed_line_is_kept_or_quarantined_with_a_reason(fuzzed_file, lin
 def test_blocking_quarantine_rate_check_stops_downstream_assets(fuzzed_file, lineage_home):
     path, _ = fuzzed_file  # most lines are broken: far over the profile's 5% limit
     resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
-    result = dg.materialize([raw_problems, eval_suites, training_problems,
+    result = dg.materialize([raw_problems, raw_training_data, eval_suites, training_problems,
                              raw_corpus, sft_dataset],
                             resources=resources, run_config=_run_config(path), raise_on_error=False)
     assert not result.success
@@ -129,7 +129,7 @@ def test_blocking_quarantine_rate_check_stops_downstream_assets(fuzzed_file, lin
     assert not check.passed and check.metadata["max_quarantine_rate"].value == 0.05
     assert "over the 5.0% limit" in check.description
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert materialized == {"raw_problems"}  # nothing downstream ran
+    assert materialized == {"raw_problems", "raw_training_data"}  # nothing downstream of raw_problems ran
     assert "sft_dataset" not in resources["duckdb"].tables()
 
 
@@ -139,7 +139,7 @@ def test_quarantine_rate_under_the_limit_lets_downstream_run(tmp_path, lineage_h
     held_out = tmp_path / "test.jsonl"  # eval suites need held-out problems
     held_out.write_bytes(b"\n".join(_encode(_valid(i)) for i in range(100, 105)) + b"\n")
     resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
-    result = dg.materialize([raw_problems, eval_suites, training_problems,
+    result = dg.materialize([raw_problems, raw_training_data, eval_suites, training_problems,
                              sft_dataset], resources=resources, run_config=_run_config(path, None, held_out))
     assert result.success and _quarantine_check(result).passed
     duckdb = resources["duckdb"]

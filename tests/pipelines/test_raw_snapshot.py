@@ -103,7 +103,7 @@ def test_a_folder_of_empty_files_reads_zero_lines_and_says_so(tmp_path):
     for name in ("a.jsonl", "b.jsonl"):
         (folder / name).write_bytes(b"")
     snapshot = snapshot_folder(folder)
-    assert choose_source(None, snapshot) == FOLDER  # files present: not silently the generator
+    assert choose_source(None, [f["path"] for f in snapshot.files]) == FOLDER  # files present: not silently the generator
     result, paths = _load_folder(snapshot)
     assert (result.lines_read, result.problems, result.quarantined) == (0, [], [])
     assert result.empty_files == paths
