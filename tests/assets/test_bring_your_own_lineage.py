@@ -1,8 +1,10 @@
-"""Acceptance of issue #16: a whole lineage grown from an imported base, for a Qwen3-style and a
-Llama-3-style base (their own tokenizers, chat templates and stop tokens), and from a base whose
-architecture ships as remote code. Training runs as Pipes subprocesses: slow."""
+"""Acceptance of issue #16: a whole lineage grown from an imported base and the user's own data
+(conversations, reasoning traces, DPO pairs in the raw folder), for a Qwen3-style and a Llama-3-style
+base (their own tokenizers, chat templates and stop tokens), and from a base whose architecture ships
+as remote code. Training runs as Pipes subprocesses: slow."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -15,10 +17,12 @@ from assets.raw import raw_problems, raw_training_data
 from pipelines.definitions import default_resources
 from pipelines.evaluation.generation import load_for_generation
 from tests.fixtures.hf_models import generation_config, save_llama3_instruct, save_qwen3_base, save_remote_code_base
+from tests.fixtures.user_data import preference_records, sft_records, think_records, write_jsonl
 
 pytestmark = pytest.mark.slow
 
 DATA = [raw_problems, raw_training_data, eval_suites, training_problems, sft_dataset, think_dataset]
+USER_ROWS = 20
 CHECKPOINTS = ["base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint"]
 FAMILIES = {  # fixture builder, the stop tokens every checkpoint of the lineage must end generation with
     "qwen3": (save_qwen3_base, ["<|endoftext|>", "<|im_end|>"]),
@@ -40,15 +44,28 @@ def test_a_whole_lineage_grows_from_an_imported_base(family, tmp_path):
     build, stop_tokens = FAMILIES[family]
     base_dir = build(tmp_path / family)
     resources = _resources(tmp_path)
+    raw = Path(resources["raw_data"].path)  # the user's own data, as TRL reads it, dropped into the raw folder
+    write_jsonl(raw / "chat.jsonl", sft_records(USER_ROWS))
+    write_jsonl(raw / "traces.jsonl", think_records(USER_ROWS))
+    write_jsonl(raw / "pairs.jsonl", preference_records(USER_ROWS))
     ops = _import_config(base_dir) | {
-        "preference_dataset": {"config": {"source": "both", "on_policy_prompts": 4, "samples_per_prompt": 2,
-                                          "max_new_tokens": 16}},
+        "preference_dataset": {"config": {"source": "both", "problems": "include", "on_policy_prompts": 4,
+                                          "samples_per_prompt": 2, "max_new_tokens": 16}},
         "reasoning_checkpoint": {"config": {"dpo_enabled": True}},
         **{f"eval_{variant}": {"config": {"max_new_tokens": 16}} for variant in ("base", "instruct", "reasoning")}}
     result = dg.materialize([*DATA, base_checkpoint, instruct_checkpoint, think_sft_checkpoint, preference_dataset,
                              reasoning_checkpoint, eval_base, eval_instruct, eval_reasoning, eval_scores, eval_report],
                             resources=resources, run_config={"ops": ops})
     assert result.success
+    store = resources["duckdb"]
+    assert store.count("sft_dataset") == store.count("think_dataset") == USER_ROWS  # yours only (auto)
+    assert {r["source"] for r in store.rows("preference_dataset")} >= {str((raw / "pairs.jsonl").resolve()),
+                                                                      "synthetic"}
+    sampled = result.asset_materializations_for_node("preference_dataset")[-1].metadata["on_policy_samples"].value
+    assert sampled == 4 * 2  # on your traces with a gold answer (pairs need a right and a wrong sample)
+    trained = [json.loads(line) for line in (Path(resources["launcher"].work_root) / "instruct_checkpoint" / "sft.jsonl")
+               .read_text().splitlines()]
+    assert sum(r["messages"] is not None for r in trained) > 0  # system prompts and earlier turns reached TRL
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     expected = [tokenizer.convert_tokens_to_ids(token) for token in stop_tokens]
     for name in CHECKPOINTS:
