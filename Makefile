@@ -14,16 +14,21 @@ export TOKENIZERS_PARALLELISM := false
 export DAGSTER_HOME := $(LINEAGE_HOME)/dagster_home
 export LLM_LINEAGE_HOME := $(LINEAGE_HOME)
 
-.PHONY: setup demo test test-fast bench ui validate clean
+.PHONY: setup demo test test-fast bench ui validate clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml requirements.lock | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c requirements.lock -e ".[dev]"
 	touch $@
+
+## Re-pin requirements.lock to what the virtualenv holds (after changing dependencies in pyproject.toml).
+lock: $(VENV)/.installed
+	@{ sed -n '1,3p' requirements.lock; $(BIN)/pip freeze --exclude-editable | grep -v -i -E '^(torch|py-spy|pyflakes)=='; } > requirements.lock.new
+	@mv requirements.lock.new requirements.lock
 
 # The browser test drives Debian's chromium through playwright (never `playwright install`).
 CHROMIUM := /usr/bin/chromium
