@@ -1,4 +1,8 @@
-"""MLflow tracking as a small ConfigurableResource: one run per materialization, linked from Dagster.
+"""MLflow tracking as a small ConfigurableResource: one run per materialization, linked both ways.
+
+Dagster metadata links to the MLflow run (in MLflow's ML view); every run this resource opens for a step
+carries the Dagster run id, asset key and, with ``dagster_ui_url`` set, links to both pages in the Dagster
+UI (tags, and the run description that MLflow's run page shows with clickable links).
 
 The locking that makes the default SQLite store safe under parallel steps lives in
 ``pipelines.tracking`` so training subprocesses share it. A run whose process died (``kill -9``, OOM)
@@ -23,6 +27,13 @@ CLOSED_TAG = "llm_lineage.closed_because"  # why close_interrupted_runs marked a
 
 
 ML_VIEW = "workflowType=machine_learning"
+NOTE_TAG = "mlflow.note.content"  # the run's description: Markdown, shown with clickable links on its page
+
+
+def mlflow_run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The run in MLflow's classic ML view (without the parameter, MLflow 3 opens its GenAI view: runs
+    labelled "Evaluations", a traces dashboard)."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}"
 
 
 class TrackedRun(RunLogger):
@@ -34,10 +45,7 @@ class TrackedRun(RunLogger):
 
     @property
     def url(self) -> str:
-        """The run in MLflow's classic ML view (without the parameter, MLflow 3 opens its GenAI view:
-        runs labelled "Evaluations", a traces dashboard)."""
-        return (f"{self._ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
-                f"?{ML_VIEW}")
+        return mlflow_run_url(self._ui_url, self.experiment_id, self.run_id)
 
 
 class MLflowUnavailable(RuntimeError):
@@ -57,6 +65,8 @@ class MLflowTracking(dg.ConfigurableResource):
     artifact_root: str | None = Field(default=None, description="Artifact location for a new experiment "
                                       "on a SQLite store; a tracking server chooses its own.")
     ui_url: str = Field(default="http://127.0.0.1:5000", description="MLflow UI base, for run links.")
+    dagster_ui_url: str = Field(default="http://127.0.0.1:3000", description="Dagster UI base, for the links "
+                                "back from MLflow runs and model versions ('' for none): `make ui`'s address.")
     registered_model_prefix: str = Field(default="llm-lineage", description="Registered models are "
                                          "named <prefix>-instruct and <prefix>-reasoning.")
     tracking_token: str | None = Field(default=None, description="Bearer token for a secured tracking server; "
@@ -189,10 +199,55 @@ class MLflowTracking(dg.ConfigurableResource):
         return locked(self.tracking_uri, lambda: client.search_runs([experiment_id], filter_string=filter_string,
                                                                     max_results=1000))
 
+    def dagster_links(self, run_id: str | None, asset_path: str | None) -> dict[str, str]:
+        """URLs of a Dagster run and an asset (key path joined by /) in the Dagster UI; none without
+        ``dagster_ui_url``."""
+        base = self.dagster_ui_url.rstrip("/")
+        links = {"dagster.run_url": f"{base}/runs/{run_id}" if run_id else None,
+                 "dagster.asset_url": f"{base}/assets/{asset_path}" if asset_path else None}
+        return {key: url for key, url in links.items() if base and url}
+
     def dagster_tags(self, context: dg.AssetExecutionContext) -> dict[str, str]:
-        tags = {"dagster.run_id": context.run.run_id, "dagster.asset_key": context.asset_key.to_user_string()}
+        """Tags linking a step's MLflow run back to Dagster: run id, asset key, their UI pages."""
+        asset, run_id = context.asset_key.to_user_string(), context.run.run_id
+        links = self.dagster_links(run_id, "/".join(context.asset_key.path))
+        tags = {"dagster.run_id": run_id, "dagster.asset_key": asset, **links,
+                NOTE_TAG: f"Materialization of Dagster asset {markdown_link(asset, links.get('dagster.asset_url'))} "
+                          f"in Dagster run {markdown_link(run_id, links.get('dagster.run_url'))}."}
         if context.instance.root_directory:
             tags[INSTANCE_TAG] = context.instance.root_directory
         if context.has_partition_key:
             tags["dagster.partition_key"] = context.partition_key
         return tags
+
+    def model_version_links(self, context: dg.AssetExecutionContext, checkpoint: str, data_version: str,
+                            trained_in: str | None) -> tuple[dict[str, str], str]:
+        """Tags and a Markdown description that link a model version to its checkpoint asset, data version
+        and the Dagster run that trained it (``trained_in``), and to the step registering it."""
+        trained = self.dagster_links(trained_in, checkpoint)
+        step, run_id = context.asset_key.to_user_string(), context.run.run_id
+        registering = self.dagster_links(run_id, "/".join(context.asset_key.path))
+        tags = {"dagster.asset_key": checkpoint, "dagster.data_version": data_version, **trained,
+                **({"dagster.run_id": trained_in} if trained_in else {}),
+                "dagster.registered_by": step, "dagster.registered_by_run_id": run_id,
+                **({"dagster.registered_by_run_url": registering["dagster.run_url"]} if registering else {})}
+        trained_text = f", trained in Dagster run {markdown_link(trained_in, trained.get('dagster.run_url'))}" \
+            if trained_in else ""
+        description = (f"Dagster asset {markdown_link(checkpoint, trained.get('dagster.asset_url'))}, data version "
+                       f"`{data_version}`{trained_text}; registered by "
+                       f"{markdown_link(step, registering.get('dagster.asset_url'))} in Dagster run "
+                       f"{markdown_link(run_id, registering.get('dagster.run_url'))}.")
+        return tags, description
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return mlflow_run_url(self.ui_url, experiment_id, run_id)
+
+    def model_version_url(self, name: str, version: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
+
+    def logged_model_url(self, experiment_id: str, model_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/models/{model_id}?{ML_VIEW}"
+
+
+def markdown_link(text: str, url: str | None) -> str:
+    return f"[`{text}`]({url})" if url else f"`{text}`"

@@ -174,3 +174,28 @@ def test_runs_from_elsewhere_are_judged_by_their_dagster_run(tmp_path, mlflow_se
         "ended": "KILLED", "gone": "KILLED", "in_progress": "RUNNING", "other_instance": "RUNNING"}
     assert status["ended"].data.tags[CLOSED_TAG] == f"its Dagster run {ended.run_id} ended SUCCESS"
     assert status["gone"].data.tags[CLOSED_TAG] == f"its Dagster run {'0' * 36} no longer exists"
+
+
+@pytest.mark.parametrize("dagster_ui_url", ["http://dagster.example:3000/", ""])
+def test_a_steps_run_links_back_to_its_dagster_run_and_asset(mlflow_server, dagster_ui_url):
+    """Tags name the Dagster run and asset and, when the Dagster UI's address is known, link to their
+    pages; the run's description (what MLflow's run page shows) has the same links."""
+    tracking = MLflowTracking(tracking_uri=mlflow_server, experiment_name="links-back", dagster_ui_url=dagster_ui_url)
+
+    @dg.asset(key=["group", "tracked"])
+    def tracked(context: dg.AssetExecutionContext, mlflow: MLflowTracking) -> None:
+        with mlflow.start_run("tracked", tags=mlflow.dagster_tags(context)):
+            pass
+
+    result = dg.materialize([tracked], resources={"mlflow": tracking})
+    [run] = tracking.runs(f"tags.`dagster.run_id` = '{result.run_id}'")
+    tags, note = run.data.tags, run.data.tags["mlflow.note.content"]
+    assert tags["dagster.asset_key"] == "group/tracked"
+    if dagster_ui_url:
+        assert tags["dagster.run_url"] == f"http://dagster.example:3000/runs/{result.run_id}"
+        assert tags["dagster.asset_url"] == "http://dagster.example:3000/assets/group/tracked"
+        assert note == (f"Materialization of Dagster asset [`group/tracked`](http://dagster.example:3000/assets/group/"
+                        f"tracked) in Dagster run [`{result.run_id}`](http://dagster.example:3000/runs/{result.run_id}).")
+    else:
+        assert "dagster.run_url" not in tags and "dagster.asset_url" not in tags
+        assert note == f"Materialization of Dagster asset `group/tracked` in Dagster run `{result.run_id}`."
