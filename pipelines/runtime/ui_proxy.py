@@ -16,7 +16,8 @@ and daemon) behind this proxy:
   page cannot reach it, nor the inner ``/``, which redirects to the prefix and so would reveal it;
 * the proxy serves the same prefix (links, assets and the UI's routing work unchanged) and forwards
   HTTP (bodies streamed) and websockets (GraphQL subscriptions, ``graphql-ws``) as they are. Outside the
-  prefix it answers only ``GET /`` (a redirect to it), so a cross-site request cannot reach GraphQL
+  prefix it answers only ``GET /`` and ``GET`` of the run and asset pages that MLflow links to (redirects
+  under the prefix, so those links outlive a restart), so a cross-site request cannot reach GraphQL
   without knowing the prefix.
 """
 
@@ -50,6 +51,9 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
 WS_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
                           "sec-websocket-protocol", "sec-websocket-accept"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# UI pages that MLflow runs and model versions link to (dagster.run_url, dagster.asset_url tags): pages of
+# the web app only, redirected under the prefix like "/" (which reveals the prefix as much)
+LINKED_PAGES = ("/runs/", "/assets/")
 UNSENDABLE_CLOSE_CODES = frozenset({1005, 1006, 1015})  # reserved: reported locally, never sent
 STOP_TIMEOUT_S = 30
 SESSION = web.AppKey("session", aiohttp.ClientSession)
@@ -161,8 +165,8 @@ def create_app(upstream: str, prefix: str, allowed: frozenset[str]) -> web.Appli
             return web.Response(status=403, text=f"403 Forbidden: {reason}\n")
         path = request.raw_path.split("?", 1)[0]
         if path != prefix and not path.startswith(prefix + "/"):
-            if path == "/" and request.method in ("GET", "HEAD"):
-                raise web.HTTPTemporaryRedirect(prefix + "/")
+            if request.method in ("GET", "HEAD") and (path == "/" or path.startswith(LINKED_PAGES)):
+                raise web.HTTPTemporaryRedirect(prefix + request.raw_path)
             return web.Response(status=404, text="Not found: the Dagster UI starts at /\n")
         url = URL(upstream + request.raw_path, encoded=True)
         return await (_proxy_websocket if _is_websocket(request) else _proxy_http)(request, url)

@@ -78,3 +78,30 @@ def test_methods_streamed_bodies_cookies_encodings_and_websockets_pass_unchanged
     assert [c.split(";")[0] for c in seen["response"]["cookies"]] == ["a=1", "b=2"]
     assert seen["deleted"] == 200 and "DELETE" in seen
     assert seen["ws"] == ("graphql-ws", b"\x00\x01", "text")
+
+
+async def _redirects(paths: list[tuple[str, str]]) -> list[tuple[int, str | None]]:
+    """(status, Location) of each (method, path) sent to the proxy outside its prefix /p."""
+    port, runner = _free_port(), None
+    try:
+        runner = web.AppRunner(create_app(f"http://127.0.0.1:{_free_port()}", "/p", allowed_authorities(port)))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        async with aiohttp.ClientSession() as session:
+            answers = []
+            for method, path in paths:
+                async with session.request(method, URL(f"http://127.0.0.1:{port}{path}", encoded=True),
+                                           allow_redirects=False) as response:
+                    answers.append((response.status, response.headers.get("Location")))
+            return answers
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+
+
+def test_links_from_mlflow_to_run_and_asset_pages_reach_the_ui_under_its_prefix():
+    answers = asyncio.run(_redirects([("GET", "/"), ("GET", "/runs/abc-123"), ("GET", "/assets/a/b?view=x"),
+                                      ("GET", "/graphql?query=%7Bversion%7D"), ("POST", "/runs/abc-123"),
+                                      ("GET", "/server_info")]))
+    assert answers == [(307, "/p/"), (307, "/p/runs/abc-123"), (307, "/p/assets/a/b?view=x"),
+                       (404, None), (404, None), (404, None)]  # GraphQL and the API stay behind the prefix
