@@ -1,8 +1,9 @@
 """[evals] Model registry and gated promotion of the instruct and reasoning checkpoints.
 
-``<variant>_candidate`` registers the evaluated checkpoint in the MLflow model registry with its scores;
-its blocking check compares it with the ``champion`` alias on the same suites; ``<variant>_champion``
-moves the alias, and runs only when the check passed (a failed check stops it in the same run).
+``<variant>_candidate`` registers the evaluated checkpoint in the MLflow model registry with its scores,
+as a logged model of the MLflow run that trained it, linked back to the checkpoint asset; its blocking
+check compares it with the ``champion`` alias on the same suites; ``<variant>_champion`` moves the
+alias, and runs only when the check passed (a failed check stops it in the same run).
 """
 
 import dagster as dg
@@ -17,7 +18,9 @@ from pipelines.evaluation.gating import GateSettings, evaluate_checkpoint
 from pipelines.evaluation.prompts import INSTRUCT, REASONING
 from pipelines.promotion import check_candidate, promote_candidate, register_candidate
 from pipelines.registry import registered_model_name
+from pipelines.training.checkpoint_record import read_record
 from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking
+from resources.checkpoint_store import verify_checkpoint
 
 
 class GateConfig(dg.Config):
@@ -34,20 +37,29 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
     def _candidate(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoints: CheckpointStore,
                    mlflow: MLflowTracking) -> dg.MaterializeResult:
         name = registered_model_name(mlflow.registered_model_prefix, variant)
-        runs = []
+        registry, checkpoint_dir = mlflow.registry(), checkpoints.current(checkpoint_name)
+        newly_registered = registry.find(name, checkpoint_dir.name) is None
+        tags, description = mlflow.model_version_links(context, checkpoint_name, checkpoint_dir.name,
+                                                       read_record(checkpoint_dir).get("dagster_run_id"))
 
-        def open_run():
-            runs.append(mlflow.start_run(run_name=f"{variant}_candidate", tags=mlflow.dagster_tags(context)))
-            return runs[-1]
+        def stand_in_run():  # only for a checkpoint whose training run is not in this tracking store
+            return mlflow.start_run(run_name=f"{variant}_candidate", tags=mlflow.dagster_tags(context))
 
-        version = register_candidate(mlflow.registry(), name, variant, checkpoints.current(checkpoint_name),
-                                     duckdb.rows(SCORES_TABLE), duckdb.rows("eval_suites"),
-                                     GateSettings().grader, open_run)
+        version = register_candidate(registry, name, variant, checkpoint_dir, duckdb.rows(SCORES_TABLE),
+                                     duckdb.rows("eval_suites"), GateSettings().grader, stand_in_run, tags,
+                                     description, model_name=checkpoint_name)
+        experiment_id = registry.experiment_of(version.run_id)
+        links = {"mlflow_model_version": dg.MetadataValue.url(mlflow.model_version_url(name, version.version)),
+                 "mlflow_run_id": version.run_id,
+                 "mlflow_run": dg.MetadataValue.url(mlflow.run_url(experiment_id, version.run_id))}
+        if version.model_id:
+            links["mlflow_logged_model"] = dg.MetadataValue.url(mlflow.logged_model_url(experiment_id,
+                                                                                        version.model_id))
         return recorded(context, duckdb, dg.MaterializeResult(
             data_version=dg.DataVersion(f"{name}/{version.version}"), metadata={
                 "registered_model": name, "model_version": version.version, "model_uri": version.uri,
                 "checkpoint_version": version.checkpoint_version, "suites_fingerprint": version.suites_fingerprint,
-                "scores": dg.MetadataValue.json(version.scores), "newly_registered": bool(runs)}))
+                "scores": dg.MetadataValue.json(version.scores), "newly_registered": newly_registered, **links}))
 
     @dg.asset_check(asset=_candidate, name="no_regression_vs_champion", blocking=True,
                     description="Same suites, per-suite pass@1 within tolerance of the champion's.")
@@ -58,6 +70,7 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
         suites = duckdb.rows("eval_suites")
 
         def evaluate(model_dir, model_version):  # only when the champion was scored on other suites
+            verify_checkpoint(model_dir, checkpoint_name)  # the published files, unchanged since
             return evaluate_checkpoint(variant, model_dir, suites, settings.decoding_for(variant), model_version,
                                        gate_settings.grader, settings.grading_workers)
 

@@ -12,6 +12,9 @@ from pathlib import Path
 from pipelines.evaluation.gating import GateSettings, GateVerdict, gate, suite_scores
 from pipelines.evaluation.versioning import suites_fingerprint
 from pipelines.registry import GATE_TAG, ModelRegistry, RegisteredVersion
+from pipelines.training.checkpoint_record import read_record
+
+STAND_IN_TAG = "llm_lineage.training_run_not_in_store"  # the training run id a stand-in run replaces
 
 
 @dataclass(frozen=True)
@@ -33,15 +36,27 @@ def candidate_scores(score_rows: list[dict], variant: str, checkpoint_version: s
 
 def register_candidate(registry: ModelRegistry, name: str, variant: str, checkpoint_dir: Path,
                        score_rows: list[dict], suite_rows: list[dict], grader: str,
-                       open_run: Callable[[], AbstractContextManager]) -> RegisteredVersion:
-    """The checkpoint as a model version (logged into a new run only the first time), with its scores."""
+                       open_run: Callable[[], AbstractContextManager], tags: dict[str, str] | None = None,
+                       description: str | None = None, model_name: str | None = None) -> RegisteredVersion:
+    """The checkpoint as a model version (registered only the first time), with its scores.
+
+    The version is a logged model (named ``model_name``) of the run that trained the checkpoint, which
+    its ``lineage.json`` names. Only a checkpoint whose training run this tracking store lacks (trained
+    against another store) is registered from a stand-in run opened with ``open_run``.
+    """
     checkpoint_version = checkpoint_dir.name
     scores = candidate_scores(score_rows, variant, checkpoint_version, grader)
     version = registry.find(name, checkpoint_version)
     if version is None:
-        with open_run() as run:
-            version = registry.register(name, checkpoint_dir, run.run_id, checkpoint_version,
-                                        tags={"variant": variant})
+        tags = {"variant": variant, **(tags or {})}
+        training_run = read_record(checkpoint_dir).get("mlflow_run_id")
+        if training_run and registry.has_run(training_run):
+            version = registry.register(name, checkpoint_dir, training_run, checkpoint_version, tags, description,
+                                        model_name)
+        else:
+            with open_run() as run:
+                version = registry.register(name, checkpoint_dir, run.run_id, checkpoint_version,
+                                            tags | {STAND_IN_TAG: training_run or "none"}, description, model_name)
     return registry.record_scores(version, suites_fingerprint(suite_rows), scores)
 
 
@@ -70,7 +85,7 @@ def check_candidate(registry: ModelRegistry, name: str, checkpoint_dir: Path, su
     reevaluated = False
     if champion is not None and champion.version != candidate.version and champion.suites_fingerprint != fingerprint:
         with tempfile.TemporaryDirectory(prefix="champion-") as scratch:
-            champion_dir = registry.download(champion, Path(scratch))
+            champion_dir = registry.checkpoint_files(champion, Path(scratch))
             champion = registry.record_scores(champion, fingerprint,
                                               evaluate(champion_dir, champion.checkpoint_version))
         reevaluated = True

@@ -1,16 +1,23 @@
 """MLflow model registry for checkpoints: one registered model per variant, a ``champion`` alias.
 
-A checkpoint becomes a model version whose source is a ``runs:/`` URI (tracking servers refuse local
-paths), tagged with the checkpoint version (its fingerprint) so registering again is a no-op, and with
-its scores on a named set of eval suites (``suites_fingerprint``) so a later candidate can be compared
-on the same items. Every call goes through the store lock, as in ``pipelines.tracking``.
+A checkpoint becomes an MLflow logged model of the run that trained it, and that model a model version
+(source ``models:/<model id>``, ``run_id`` the training run), so the registry page leads to the loss
+curves and params. The logged model is *external*: it points at the published checkpoint directory
+(``checkpoint_uri``; versions are kept there for lineage) instead of copying gigabytes of weights into
+the artifact store. Versions are tagged with the checkpoint version (its fingerprint), so registering
+again is a no-op, and with their scores on a named set of eval suites (``suites_fingerprint``), so a
+later candidate can be compared on the same items. Every call goes through the store lock, as in
+``pipelines.tracking``.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from pipelines.tracking import locked, make_client
 
@@ -19,7 +26,9 @@ CHECKPOINT_TAG = "checkpoint_version"
 SUITES_TAG = "suites_fingerprint"
 SCORES_TAG = "scores"
 GATE_TAG = "gate_passed_against"  # the champion version a candidate was gated against (or "none")
-CHECKPOINT_ARTIFACT = "checkpoint"
+CHECKPOINT_URI_TAG = "checkpoint_uri"  # file URI of the published checkpoint directory
+CHECKPOINT_ARTIFACT = "checkpoint"  # where versions registered before logged models copied their files
+MODEL_TYPE = "transformers-checkpoint"  # a save_pretrained directory: weights, config, tokenizer
 
 
 def registered_model_name(prefix: str, variant: str) -> str:
@@ -35,10 +44,16 @@ class RegisteredVersion:
     suites_fingerprint: str | None
     scores: dict[str, float] | None
     tags: dict[str, str]
+    source: str = ""
 
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
+
+    @property
+    def model_id(self) -> str | None:
+        """The logged model behind the version (None for versions registered from a run's artifacts)."""
+        return self.source.removeprefix("models:/") if self.source.startswith("models:/m-") else None
 
 
 class ModelRegistry:
@@ -54,20 +69,63 @@ class ModelRegistry:
             f"name = '{name}' and tags.{CHECKPOINT_TAG} = '{checkpoint_version}'"))
         return _registered(versions[0]) if versions else None
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether this tracking store holds the (not deleted) run, e.g. a checkpoint's training run."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self._call(lambda: self.client.get_run(run_id))
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
+        return run.info.lifecycle_stage != "deleted"
+
+    def experiment_of(self, run_id: str) -> str:
+        return self._call(lambda: self.client.get_run(run_id)).info.experiment_id
+
     def register(self, name: str, checkpoint_dir: Path, run_id: str, checkpoint_version: str,
-                 tags: dict[str, str] | None = None) -> RegisteredVersion:
-        """A model version for ``checkpoint_dir`` (logged into run ``run_id``), or the existing one."""
+                 tags: dict[str, str] | None = None, description: str | None = None,
+                 model_name: str | None = None) -> RegisteredVersion:
+        """A model version of ``checkpoint_dir`` as a logged model of run ``run_id``, or the existing one.
+
+        ``tags`` go on the logged model and the version; ``description`` (Markdown) on the version."""
         existing = self.find(name, checkpoint_version)
         if existing is not None:
             return existing
         if self._registered_model(name) is None:
             self._call(lambda: self.client.create_registered_model(
                 name, description="llm-lineage checkpoints; the 'champion' alias is the promoted one"))
-        self._call(lambda: self.client.log_artifacts(run_id, str(checkpoint_dir), CHECKPOINT_ARTIFACT))
+        tags = {CHECKPOINT_TAG: checkpoint_version, CHECKPOINT_URI_TAG: checkpoint_dir.resolve().as_uri(),
+                **(tags or {})}
+        model_id = self._logged_model(run_id, model_name or name, tags)
         version = self._call(lambda: self.client.create_model_version(
-            name, source=f"runs:/{run_id}/{CHECKPOINT_ARTIFACT}", run_id=run_id,
-            tags={CHECKPOINT_TAG: checkpoint_version, **(tags or {})}))
+            name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id, tags=tags,
+            description=description))
         return _registered(version)
+
+    def _logged_model(self, run_id: str, name: str, tags: dict[str, str]) -> str:
+        """The id of run ``run_id``'s external logged model of this checkpoint (created once, READY)."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models.utils import get_external_mlflow_model_spec
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_IS_EXTERNAL
+
+        experiment_id = self.experiment_of(run_id)
+        for model in self._call(lambda: self.client.search_logged_models(
+                [experiment_id], filter_string=f"tags.{CHECKPOINT_TAG} = '{tags[CHECKPOINT_TAG]}'")):
+            if model.source_run_id == run_id and model.status == LoggedModelStatus.READY:
+                return model.model_id  # an earlier attempt created it, then failed before registering
+        model = self._call(lambda: self.client.create_logged_model(
+            experiment_id, name=name, source_run_id=run_id, tags={MLFLOW_MODEL_IS_EXTERNAL: "true", **tags},
+            model_type=MODEL_TYPE))
+        # The MLmodel file MLflow writes for external models: the registry needs one, the weights stay put.
+        with tempfile.TemporaryDirectory(prefix="mlmodel-") as scratch:
+            get_external_mlflow_model_spec(model).save(str(Path(scratch) / "MLmodel"))
+            self._call(lambda: self.client.log_model_artifacts(model.model_id, scratch))
+        self._call(lambda: self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY))
+        # listed among the run's outputs (its "Logged models"), as mlflow's own log_model does
+        self._call(lambda: self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)]))
+        return model.model_id
 
     def record_scores(self, version: RegisteredVersion, suites_fingerprint: str,
                       scores: dict[str, float]) -> RegisteredVersion:
@@ -88,11 +146,21 @@ class ModelRegistry:
     def promote(self, version: RegisteredVersion) -> None:
         self._call(lambda: self.client.set_registered_model_alias(version.name, CHAMPION, version.version))
 
-    def download(self, version: RegisteredVersion, destination: Path) -> Path:
-        """The version's checkpoint files, e.g. to re-evaluate a champion on new suites."""
-        destination.mkdir(parents=True, exist_ok=True)
-        return Path(self._call(lambda: self.client.download_artifacts(version.run_id, CHECKPOINT_ARTIFACT,
-                                                                      str(destination))))
+    def checkpoint_files(self, version: RegisteredVersion, scratch: Path) -> Path:
+        """The version's checkpoint directory, e.g. to re-evaluate a champion on new suites: the published
+        directory its logged model points at, or (versions registered by copying the files into their run)
+        those files downloaded into ``scratch``."""
+        uri = version.tags.get(CHECKPOINT_URI_TAG)
+        if uri is None:
+            scratch.mkdir(parents=True, exist_ok=True)
+            return Path(self._call(lambda: self.client.download_artifacts(version.run_id, CHECKPOINT_ARTIFACT,
+                                                                          str(scratch))))
+        directory = Path(url2pathname(urlparse(uri).path))
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{version.uri} points at the checkpoint directory {directory}, which is gone: "
+                                    "restore it (every published version is kept for lineage), or rebuild it by "
+                                    "materializing the checkpoint with the champion's inputs and config")
+        return directory
 
     def _registered_model(self, name: str):
         """The registered model, or None. One lookup: searching registered models is the slowest
@@ -111,4 +179,4 @@ def _registered(version) -> RegisteredVersion:
     tags = version.tags or {}
     scores = json.loads(tags[SCORES_TAG]) if SCORES_TAG in tags else None
     return RegisteredVersion(version.name, str(version.version), tags.get(CHECKPOINT_TAG, ""), version.run_id,
-                             tags.get(SUITES_TAG), scores, dict(tags))
+                             tags.get(SUITES_TAG), scores, dict(tags), version.source or "")

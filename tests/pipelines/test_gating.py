@@ -1,10 +1,12 @@
 """Gating rules, and the registry flow against a real MLflow server (register, score, gate, promote)."""
 
+import json
+
 import pytest
 
 from pipelines.evaluation.gating import GateSettings, gate
 from pipelines.evaluation.versioning import suites_fingerprint
-from pipelines.promotion import check_candidate, promote_candidate, register_candidate
+from pipelines.promotion import STAND_IN_TAG, check_candidate, promote_candidate, register_candidate
 from pipelines.registry import CHECKPOINT_ARTIFACT, ModelRegistry
 from resources import MLflowTracking
 
@@ -43,10 +45,12 @@ def _scores(variant, version, values):
             for suite, value in values.items()]
 
 
-def _checkpoint(tmp_path, version, weights=b"w"):
+def _checkpoint(tmp_path, version, weights=b"w", training_run=None):
     directory = tmp_path / "versions" / version
     directory.mkdir(parents=True)
     (directory / "model.safetensors").write_bytes(weights)
+    if training_run is not None:  # lineage.json names the MLflow run that trained it, as build_checkpoint writes it
+        (directory / "lineage.json").write_text(json.dumps({"fingerprint": version, "mlflow_run_id": training_run}))
     return directory
 
 
@@ -61,12 +65,15 @@ def test_register_gate_and_promote_through_a_real_registry(tmp_path, mlflow_serv
         return tracking.start_run("candidate")
 
     assert registry.champion(name) is None and registry.find(name, "aaa111") is None  # no such model yet
-    good = _checkpoint(tmp_path, "aaa111", b"good")
+    with tracking.start_run("train-good") as training:
+        pass
+    good = _checkpoint(tmp_path, "aaa111", b"good", training.run_id)
     first = register_candidate(registry, name, "instruct", good, _scores("instruct", "aaa111",
                                {"in_distribution": 0.6, "perturbed": 0.5}), SUITES, "exact", open_run)
     again = register_candidate(registry, name, "instruct", good, _scores("instruct", "aaa111",
                                {"in_distribution": 0.6, "perturbed": 0.5}), SUITES, "exact", open_run)
-    assert first.version == again.version and len(opened) == 1  # idempotent: one version, one run
+    assert first.version == again.version and not opened  # idempotent: one version, of the training run
+    assert first.run_id == training.run_id and first.model_id is not None
     assert first.scores == {"in_distribution": 0.6, "perturbed": 0.5}
     never_called = lambda *_: pytest.fail("the champion needs no re-evaluation")  # noqa: E731
 
@@ -77,9 +84,10 @@ def test_register_gate_and_promote_through_a_real_registry(tmp_path, mlflow_serv
     assert promote_candidate(registry, name, good)[0].version == first.version
     assert registry.champion(name).version == first.version
 
-    worse = _checkpoint(tmp_path, "bbb222", b"worse")
-    register_candidate(registry, name, "instruct", worse, _scores("instruct", "bbb222",
-                       {"in_distribution": 0.2, "perturbed": 0.5}), SUITES, "exact", open_run)
+    worse = _checkpoint(tmp_path, "bbb222", b"worse", training_run="0" * 32)  # trained against another store
+    stand_in = register_candidate(registry, name, "instruct", worse, _scores("instruct", "bbb222",
+                                  {"in_distribution": 0.2, "perturbed": 0.5}), SUITES, "exact", open_run)
+    assert len(opened) == 1 and stand_in.tags[STAND_IN_TAG] == "0" * 32 and stand_in.run_id != training.run_id
     outcome = check_candidate(registry, name, worse, SUITES, settings, never_called)
     assert not outcome.verdict.passed and "in_distribution" in outcome.verdict.reason
     with pytest.raises(PermissionError):
@@ -97,12 +105,11 @@ def test_register_gate_and_promote_through_a_real_registry(tmp_path, mlflow_serv
         return {"in_distribution": 0.58, "perturbed": 0.45}
 
     outcome = check_candidate(registry, name, worse, new_suites, settings, evaluate)
-    assert seen == [(b"good", "aaa111")] and outcome.champion_reevaluated
+    assert seen == [(b"good", "aaa111")] and outcome.champion_reevaluated  # read where the logged model points
     assert outcome.verdict.passed and outcome.champion.scores == {"in_distribution": 0.58, "perturbed": 0.45}
     promote_candidate(registry, name, worse)
     assert registry.champion(name).checkpoint_version == "bbb222"
-    files = tracking.client().list_artifacts(registry.champion(name).run_id, CHECKPOINT_ARTIFACT)
-    assert [f.path for f in files] == [f"{CHECKPOINT_ARTIFACT}/model.safetensors"]
+    assert not tracking.client().list_artifacts(training.run_id, CHECKPOINT_ARTIFACT)  # no copy of the weights
 
 
 def test_scores_of_another_checkpoint_are_refused(tmp_path, mlflow_server):
@@ -110,3 +117,18 @@ def test_scores_of_another_checkpoint_are_refused(tmp_path, mlflow_server):
     with pytest.raises(ValueError, match="re-materialize eval_instruct"):
         register_candidate(registry, "gating-test-stale", "instruct", _checkpoint(tmp_path, "new"),
                            _scores("instruct", "old", {"in_distribution": 0.5}), SUITES, "exact", None)
+
+
+def test_versions_registered_before_logged_models_still_give_their_files(tmp_path, mlflow_server):
+    """Registries from before logged models hold a copy of the files in the version's run: a champion
+    from then is still read back for re-evaluation."""
+    tracking, registry = MLflowTracking(tracking_uri=mlflow_server, experiment_name="gating-test"), \
+        ModelRegistry(mlflow_server)
+    checkpoint, client = _checkpoint(tmp_path, "old111", b"old"), tracking.client()
+    with tracking.start_run("instruct_candidate") as run:
+        client.log_artifacts(run.run_id, str(checkpoint), CHECKPOINT_ARTIFACT)
+    client.create_registered_model("gating-test-legacy")
+    client.create_model_version("gating-test-legacy", f"runs:/{run.run_id}/{CHECKPOINT_ARTIFACT}", run.run_id,
+                                tags={"checkpoint_version": "old111"})
+    files = registry.checkpoint_files(registry.find("gating-test-legacy", "old111"), tmp_path / "scratch")
+    assert (files / "model.safetensors").read_bytes() == b"old"
