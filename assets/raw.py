@@ -16,7 +16,8 @@ from assets._tables import publish_tables
 from pipelines.data.conversations import ROW_COLUMNS
 from pipelines.data.ingest import DEFAULT_MAX_LINE_BYTES, quarantine_problem, quarantine_rate
 from pipelines.data.problems import Problem
-from pipelines.data.raw import JSONL, QUARANTINE_COLUMNS, choose_source, load_raw_problems, source_records
+from pipelines.data.raw import (JSONL, QUARANTINE_COLUMNS, FolderSnapshot, choose_source, load_raw_problems,
+                                source_records)
 from pipelines.data.records import FORMATS
 from pipelines.data.user_data import TrainingSource, chat_files, ingest_training_data, rejection_problem
 from pipelines.paths import confine
@@ -37,6 +38,18 @@ with warnings.catch_warnings():  # observable source assets are "beta" in Dagste
             "bytes": sum(f["bytes"] for f in snapshot.files),
             "file_hashes": dg.MetadataValue.json({f["name"]: f["sha256"] for f in snapshot.files}),
         })
+
+
+def _observed(context: dg.AssetExecutionContext, raw_data: RawDataFolder) -> FolderSnapshot:
+    """The folder snapshot this step reads, also recorded as an observation of ``raw_data_files``: its
+    version is then known from the first build on (not only after the sensor sees a change), and it is
+    the version this step consumed."""
+    snapshot = raw_data.snapshot()
+    context.log_event(dg.AssetObservation(asset_key=raw_data_files.key,
+                                          tags={"dagster/data_version": snapshot.fingerprint},
+                                          metadata={"files": len(snapshot.files),
+                                                    "observed_by": context.asset_key.to_user_string()}))
+    return snapshot
 
 
 QUARANTINE_CHECK = "raw_quarantine_rate_below_threshold"
@@ -87,7 +100,7 @@ def raw_problems(context: dg.AssetExecutionContext, config: RawProblemsConfig, d
     published to ``raw_problems`` / ``raw_quarantine``; a rejected read goes to ``raw_quarantine_rejected``
     for inspection and the published tables keep the last accepted version (``assets/_tables.py``)."""
     data = with_overrides(profile.settings().data, config.model_dump())
-    snapshot = raw_data.snapshot()
+    snapshot = _observed(context, raw_data)
     folder_files = [f["path"] for f in snapshot.files]
     chat = set(chat_files(folder_files))  # the user's own training data: raw_training_data reads those
     problem_files = [p for p in folder_files if p not in chat]
@@ -159,7 +172,7 @@ def raw_training_data(context: dg.AssetExecutionContext, config: RawTrainingData
     formats), one row per record of kind sft / think / preference; bad records go to
     ``raw_training_quarantine`` with file, row and reason. None at all is fine: the lineage then trains
     on its problems alone."""
-    snapshot = raw_data.snapshot()
+    snapshot = _observed(context, raw_data)
     sources = [TrainingSource(p) for p in chat_files([f["path"] for f in snapshot.files])]
     sources += [source.source() for source in config.sources]
     limit = profile.settings().data.max_quarantine_rate if config.max_quarantine_rate is None \

@@ -83,3 +83,15 @@ def test_gsm8k_test_plugs_in_as_an_extra_eval_suite(gsm8k_dir, lineage_home, tmp
     natalia = duckdb.query("SELECT answer FROM eval_suites WHERE question LIKE 'Janet%ducks%'")
     assert natalia == [{"answer": "18"}]  # GSM8K test line 1, gold parsed from '#### 18'
     assert [(q["line"], q["kind"]) for q in duckdb.rows("eval_suite_quarantine")] == [(2, "not_json")]
+
+
+def test_the_raw_folder_is_observed_by_the_first_build(tmp_path, lineage_home):
+    """raw_data_files showed "Never observed" until the sensor saw a change: the first build now records
+    the version it read, so the UI knows it and staleness is computed against it."""
+    resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
+    folder = resources["raw_data"].snapshot()
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize([raw_data_files, raw_problems], resources=resources, instance=instance,
+                          selection=["raw_problems"]).success
+    [observation] = instance.fetch_observations(raw_data_files.key, limit=1).records
+    assert observation.asset_observation.tags["dagster/data_version"] == folder.fingerprint
