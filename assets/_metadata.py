@@ -1,4 +1,4 @@
-"""Metadata helpers shared by the asset modules (previews, MLflow links)."""
+"""Metadata helpers shared by the asset modules (previews, tables, MLflow links)."""
 
 from collections.abc import Sequence
 
@@ -20,6 +20,13 @@ def preview(rows: Sequence[dict], columns: Sequence[str]) -> dg.MetadataValue:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows[:PREVIEW_ROWS]]
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> dg.MetadataValue:
+    """Rows as a Dagster table ((name, type) columns): the UI shows it with a header, sortable."""
+    records = [dg.TableRecord({name: row.get(name) for name, _ in columns}) for row in rows]
+    return dg.MetadataValue.table(records=records,
+                                  schema=dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in columns]))
 
 
 def metadata_of_build(context: dg.AssetExecutionContext, asset: str, data_version: str, search: int = 200) -> dict:

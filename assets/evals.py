@@ -12,13 +12,14 @@ from pydantic import Field
 from assets._automation import UPSTREAM_DATA_CHANGED
 from assets._pools import ACCELERATOR
 from assets._lineage import recorded
-from assets._metadata import metadata_of_build, mlflow_metadata, preview
+from assets._metadata import metadata_of_build, mlflow_metadata, preview, table
 from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint
 from assets.datasets import eval_suites
 from pipelines.evaluation.decoding import generate_samples
 from pipelines.evaluation.prompts import BASE, INSTRUCT, REASONING
 from pipelines.evaluation.reporting import build_report, embed_png
 from pipelines.evaluation.scoring import DEFAULT_GRADER, grade_generations, perturbation_drops, score
+from pipelines.evaluation.summary import SUMMARY_COLUMNS, SUMMARY_TABLE, metric_points, summary_columns, summary_rows
 from pipelines.evaluation.versioning import generation_fingerprint, scores_fingerprint, suites_fingerprint
 from pipelines.profiles import with_overrides
 from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking
@@ -117,12 +118,14 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
     duckdb.replace_table(PERTURBATION_TABLE, drops, columns=["variant", "perturbation", "grader", "pairs",
                                                              "original_pass_at_1", "perturbed_pass_at_1", "drop"])
     duckdb.replace_table(SCORES_TABLE, scores)
+    summary = summary_rows(scores)
     with mlflow.start_run(run_name="eval_scores", tags=mlflow.dagster_tags(context)) as run:
-        run.log_metrics({f"{s['variant']}/{s['suite']}/{s['grader']}/pass_at_1": s["pass_at_1"] for s in scores})
+        run.log_metric_points(metric_points(scores))  # pass@k curves and in-distribution pass@1 headlines
+        run.log_table(summary_columns(summary), SUMMARY_TABLE)  # the whole grid, as one table
     main = [s for s in scores if s["grader"] == DEFAULT_GRADER]
     return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
         "reused": False, "fingerprint": fingerprint,
-        "dagster/row_count": len(scores), "graded_samples": len(graded),
+        "dagster/row_count": len(scores), "graded_samples": len(graded), "summary": table(summary, SUMMARY_COLUMNS),
         **{f"pass_at_1/{s['variant']}/{s['suite']}": s["pass_at_1"] for s in main},
         **mlflow_metadata(run),
     }))

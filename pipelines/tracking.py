@@ -173,3 +173,7 @@ class RunLogger:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self._call(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def log_table(self, columns: dict[str, list], artifact_file: str) -> None:
+        """A table artifact ({column: values}) that MLflow shows as a table, not a file."""
+        self._call(lambda: self._client.log_table(self.run_id, columns, artifact_file))

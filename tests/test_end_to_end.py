@@ -15,8 +15,8 @@ from pipelines.profiles import SMOKE
 
 CHECKPOINTS = ("base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint")
 EVALS = ("eval_base", "eval_instruct", "eval_reasoning")
-CANDIDATES = ("instruct_candidate", "reasoning_candidate")
-TRAINED_AND_EVALUATED = {"tokenizer", *CHECKPOINTS, *EVALS, "eval_scores", "eval_report", *CANDIDATES}
+# the assets with an MLflow run of their own (a candidate registers a logged model of its checkpoint's training run)
+TRAINED_AND_EVALUATED = {"tokenizer", *CHECKPOINTS, *EVALS, "eval_scores", "eval_report"}
 VARIANTS = ("base", "instruct", "reasoning")
 SUITES = ("in_distribution", "perturbed", "domain_shift")
 GRADERS = ("exact", "flexible", "math_verify", "strict")
@@ -42,13 +42,18 @@ def test_every_asset_materializes_and_checks_pass(lineage):
 
 
 def test_instruct_and_reasoning_are_registered_and_promoted(lineage):
-    _, resources = lineage
+    result, resources = lineage
     registry = resources["mlflow"].registry()
+    trained = {r.data.tags["dagster.asset_key"]: r.info.run_id for r in resources["mlflow"].runs(
+        f"tags.`dagster.run_id` = '{result.run_id}'")}
     for variant in ("instruct", "reasoning"):
         champion = registry.champion(f"llm-lineage-{variant}")
         assert champion is not None and champion.checkpoint_version == \
             resources["checkpoints"].current(f"{variant}_checkpoint").name
         assert set(champion.scores) == set(SUITES) and champion.tags["gate_passed_against"] == "none"
+        assert champion.run_id == trained[f"{variant}_checkpoint"] and champion.model_id  # the training run's model
+        assert champion.tags["dagster.asset_key"] == f"{variant}_checkpoint"
+        assert champion.tags["dagster.run_id"] == result.run_id
 
 
 def test_rematerializing_with_nothing_changed_reuses_every_eval_output(lineage):
@@ -121,6 +126,9 @@ def test_eval_report_has_every_section_and_is_logged_to_mlflow(lineage):
     client = resources["mlflow"].client()
     report_files = {a.path for a in client.list_artifacts(runs["eval_report"].info.run_id)}
     assert {"report.md", "report.html", "pass_at_k_curves.png"} <= report_files
+    assert "eval_scores_summary.json" in {a.path for a in client.list_artifacts(runs["eval_scores"].info.run_id)}
+    summary = result.asset_materializations_for_node("eval_scores")[0].metadata["summary"]
+    assert len(summary.records) == len(VARIANTS) * len(SUITES) * len(GRADERS)
     assert all("samples.jsonl" in {a.path for a in client.list_artifacts(runs[name].info.run_id)} for name in EVALS)
 
 
