@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import dagster as dg  # noqa: E402
 
 from assets import audit, checkpoints, datasets, evals, promotion, raw  # noqa: E402
+from assets._code_versions import CODE_VERSIONS  # noqa: E402
 from pipelines.automation import (automation_sensor, dead_run_reaper, raw_data_sensor, retrain_job,  # noqa: E402
                                   weekly_retrain)
 from pipelines.executor import step_executor  # noqa: E402
@@ -55,7 +56,16 @@ def default_resources(home: Path | None = None, profile: str | None = None,
 
 
 LINEAGE_MODULES = (raw, datasets, checkpoints, evals, promotion, audit)
-all_assets = dg.load_assets_from_modules(LINEAGE_MODULES)
+
+
+def with_code_versions(assets: list) -> list:
+    """Every materializable asset carries its step code's version (``assets/_code_versions.py``)."""
+    return [a if not isinstance(a, dg.AssetsDefinition) or not a.is_materializable else dg.map_asset_specs(
+        lambda spec: spec.replace_attributes(code_version=CODE_VERSIONS[spec.key.to_user_string()]), [a])[0]
+        for a in assets]
+
+
+all_assets = with_code_versions(dg.load_assets_from_modules(LINEAGE_MODULES))
 all_checks = dg.load_asset_checks_from_modules(LINEAGE_MODULES)
 
 defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[retrain_job],

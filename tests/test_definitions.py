@@ -112,3 +112,15 @@ def test_workspace_yaml_validates_with_the_dagster_cli(tmp_path):
         timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "All code locations passed validation" in completed.stdout + completed.stderr
+
+
+def test_every_materializable_asset_has_its_step_codes_version():
+    """No asset set code_version, so the UI could not show an asset stale after its code changed."""
+    from assets._code_versions import CODE_VERSIONS
+    from pipelines.training.job import CODE_VERSION
+
+    graph = defs.resolve_asset_graph()
+    materializable = {k.to_user_string() for k in graph.materializable_asset_keys}
+    assert set(CODE_VERSIONS) == materializable  # every asset listed, nothing stale in the table
+    versions = {k.to_user_string(): graph.get(k).code_version for k in graph.materializable_asset_keys}
+    assert versions["reasoning_checkpoint"] == CODE_VERSION and all(versions.values())
