@@ -11,12 +11,16 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field, model_validator
 
 from assets._metadata import metadata_of_build, mlflow_metadata
-from pipelines.training.checkpoint_record import LINEAGE_FILE, TRUST_REMOTE_CODE, read_record, trusts_remote_code
+from pipelines.paths import confine
+from pipelines.training.chat_options import ChatOptions
+from pipelines.training.checkpoint_record import (CHAT_OPTIONS, LINEAGE_FILE, TRUST_REMOTE_CODE, read_record,
+                                                  trusts_remote_code)
 from pipelines.training.job import LoraSettings, TrainJob
 from pipelines.training.plots import loss_curve_png, png_markdown, start_loading_in_background
 from pipelines.training.recipes import TrainingSummary
@@ -58,6 +62,26 @@ class LoraOptions(dg.Config):
 
     def settings(self) -> LoraSettings | None:
         return LoraSettings(r=self.r, alpha=self.alpha, merge=self.merge) if self.enabled else None
+
+
+class ChatTemplateConfig(dg.Config):
+    """Chat template options for every stage of a training asset, through TRL's own hooks (per-row
+    ``chat_template_kwargs``, ``SFTConfig.chat_template_path``). They enter the fingerprint (the template
+    by its content) and the checkpoint's lineage.json, and evaluation asks the checkpoint the same way."""
+
+    system_prompt: str | None = Field(default=None, description="Prepended as a system message to every "
+                                      "prompt, unless a row's conversation starts with its own.")
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict, description="Passed to the chat "
+                                                 "template, e.g. {enable_thinking: false} for Qwen3.")
+    chat_template: str | None = Field(default=None, description="A .jinja file replacing the model's chat "
+                                      "template; saved with the checkpoint (path inside the data roots).")
+
+    def options(self) -> ChatOptions | None:
+        """None when nothing is set: such jobs keep the fingerprint they had before these options existed."""
+        path = confine(self.chat_template, "chat.chat_template") if self.chat_template else None
+        options = ChatOptions.with_template_file(path, system_prompt=self.system_prompt or None,
+                                                 template_kwargs=dict(self.chat_template_kwargs))
+        return None if options.is_default else options
 
 
 def combined_fingerprint(parts: list[str]) -> str:
@@ -159,12 +183,24 @@ def train_stages(context: dg.AssetExecutionContext, name: str, start_dir: Path |
             model_dir = output
         return summaries
 
-    lineage = {TRUST_REMOTE_CODE: trust,
-               "stages": [{"recipe": j.recipe, "fingerprint": j.fingerprint(), "input_versions": j.input_versions,
-                           "settings": asdict(j.settings)} for j in stages]}
-    result = build_checkpoint(context, name, fingerprint, params, build, checkpoints, mlflow, lineage)
+    if stages[-1].chat is not None:
+        params = params | {f"chat.{key}": value for key, value in stages[-1].chat.record().items()}
+    result = build_checkpoint(context, name, fingerprint, params, build, checkpoints, mlflow,
+                              stages_lineage(stages, trust))
     shutil.rmtree(work_root, ignore_errors=True)  # resume state is only needed until the publish succeeds
     return result
+
+
+def stages_lineage(stages: list[TrainJob], trust: bool) -> dict:
+    """What lineage.json says about the stages: each one's fingerprint, inputs, settings and chat options,
+    and the chat options the published weights were trained with (evaluation's default prompt)."""
+    lineage = {TRUST_REMOTE_CODE: trust,
+               "stages": [{"recipe": j.recipe, "fingerprint": j.fingerprint(), "input_versions": j.input_versions,
+                           "settings": asdict(j.settings), **({"chat": j.chat.record()} if j.chat else {})}
+                          for j in stages]}
+    if stages[-1].chat is not None:
+        lineage[CHAT_OPTIONS] = stages[-1].chat.record()
+    return lineage
 
 
 def settings_params(**settings) -> dict:

@@ -5,8 +5,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from assets._training import (LoraOptions, TrainOverrides, build_checkpoint, combined_fingerprint,
-                              input_version, settings_params, train_stages)
+from assets._training import (ChatTemplateConfig, LoraOptions, TrainOverrides, build_checkpoint,
+                              combined_fingerprint, input_version, settings_params, train_stages)
 from assets._automation import UPSTREAM_DATA_CHANGED
 from assets._pools import ACCELERATOR
 from assets._lineage import recorded
@@ -97,6 +97,7 @@ class InstructConfig(dg.Config):
     dpo: TrainOverrides = TrainOverrides()
     dpo_beta: float | None = None
     lora: LoraOptions = LoraOptions()
+    chat: ChatTemplateConfig = ChatTemplateConfig()
 
 
 @dg.asset(group_name="checkpoints", deps=[base_checkpoint, sft_dataset, preference_dataset],
@@ -110,16 +111,19 @@ def instruct_checkpoint(context: dg.AssetExecutionContext, config: InstructConfi
     work = Path(launcher.work_root) / "instruct_checkpoint"
     sft_settings = with_overrides(settings.instruct_sft, config.sft.model_dump())
     base = {"base_checkpoint": input_version(checkpoints, "base_checkpoint")}
+    chat = config.chat.options()
     stages = [TrainJob(recipe="sft", data_file=str(write_rows(duckdb.rows("sft_dataset"), work / "sft.jsonl")),
                        settings=sft_settings, save_steps=settings.save_steps, lora=config.lora.settings(),
-                       assistant_only_loss=config.assistant_only_loss, metric_prefix="sft/", input_versions=base)]
+                       assistant_only_loss=config.assistant_only_loss, metric_prefix="sft/", input_versions=base,
+                       chat=chat)]
     params = settings_params(sft=sft_settings)
     if config.dpo_enabled:
         dpo_settings = with_overrides(settings.dpo, config.dpo.model_dump())
         pairs = direct_answer_pairs(duckdb.rows("preference_dataset"))
         stages.append(TrainJob(recipe="dpo", data_file=str(write_rows(pairs, work / "dpo.jsonl")),
                                settings=dpo_settings, beta=config.dpo_beta or settings.dpo_beta,
-                               save_steps=settings.save_steps, metric_prefix="dpo/", input_versions=base))
+                               save_steps=settings.save_steps, metric_prefix="dpo/", input_versions=base,
+                               chat=chat))
         params |= settings_params(dpo=dpo_settings)
     return recorded(context, duckdb, train_stages(
         context, "instruct_checkpoint", checkpoints.current("base_checkpoint"), stages, checkpoints, mlflow,
@@ -129,6 +133,7 @@ def instruct_checkpoint(context: dg.AssetExecutionContext, config: InstructConfi
 class ThinkSftConfig(TrainOverrides):
     assistant_only_loss: bool = False
     lora: LoraOptions = LoraOptions()
+    chat: ChatTemplateConfig = ChatTemplateConfig()
 
 
 @dg.asset(group_name="checkpoints", deps=[base_checkpoint, think_dataset], kinds={"pytorch", "mlflow"},
@@ -142,7 +147,7 @@ def think_sft_checkpoint(context: dg.AssetExecutionContext, config: ThinkSftConf
     data = write_rows(duckdb.rows("think_dataset"), Path(launcher.work_root) / "think_sft_checkpoint" / "think.jsonl")
     job = TrainJob(recipe="sft", data_file=str(data), settings=sft_settings, save_steps=settings.save_steps,
                    lora=config.lora.settings(), assistant_only_loss=config.assistant_only_loss,
-                   metric_prefix="think_sft/",
+                   metric_prefix="think_sft/", chat=config.chat.options(),
                    input_versions={"base_checkpoint": input_version(checkpoints, "base_checkpoint")})
     return recorded(context, duckdb, train_stages(
         context, "think_sft_checkpoint", checkpoints.current("base_checkpoint"), [job], checkpoints, mlflow,
@@ -160,6 +165,7 @@ class ReasoningConfig(dg.Config):
     grpo: TrainOverrides = TrainOverrides()
     grpo_num_generations: int | None = None
     lora: LoraOptions = LoraOptions()
+    chat: ChatTemplateConfig = ChatTemplateConfig()
 
 
 @dg.asset(group_name="checkpoints", deps=[think_sft_checkpoint, preference_dataset, think_dataset],
@@ -172,13 +178,14 @@ def reasoning_checkpoint(context: dg.AssetExecutionContext, config: ReasoningCon
     settings = profile.settings()
     work = Path(launcher.work_root) / "reasoning_checkpoint"
     parent = {"think_sft_checkpoint": input_version(checkpoints, "think_sft_checkpoint")}
-    stages, params = [], {}
+    stages, params, chat = [], {}, config.chat.options()
     if config.dpo_enabled:
         dpo_settings = with_overrides(settings.dpo, config.dpo.model_dump())
         data = write_rows(duckdb.rows("preference_dataset"), work / "dpo.jsonl")
         stages.append(TrainJob(recipe="dpo", data_file=str(data), settings=dpo_settings,
                                beta=config.dpo_beta or settings.dpo_beta, save_steps=settings.save_steps,
-                               lora=config.lora.settings(), metric_prefix="dpo/", input_versions=parent))
+                               lora=config.lora.settings(), metric_prefix="dpo/", input_versions=parent,
+                               chat=chat))
         params |= settings_params(dpo=dpo_settings)
     if config.grpo_enabled:
         grpo_settings = with_overrides(settings.grpo, config.grpo.model_dump())
@@ -187,7 +194,7 @@ def reasoning_checkpoint(context: dg.AssetExecutionContext, config: ReasoningCon
                           work / "grpo.jsonl")  # GRPO's reward verifies against a gold answer
         stages.append(TrainJob(recipe="grpo", data_file=str(data), settings=grpo_settings, grpo=options,
                                save_steps=settings.save_steps, lora=config.lora.settings(), metric_prefix="grpo/",
-                               input_versions=parent))
+                               input_versions=parent, chat=chat))
         params |= settings_params(grpo=grpo_settings, grpo_options=options)
     if not stages:
         raise ValueError("reasoning_checkpoint needs at least one stage: enable dpo_enabled or grpo_enabled")

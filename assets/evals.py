@@ -6,6 +6,8 @@ the same inputs reuses the stored rows instead of regenerating or re-grading.
 
 import json
 from dataclasses import asdict
+from typing import Any
+
 import dagster as dg
 from pydantic import Field
 
@@ -15,7 +17,7 @@ from assets._lineage import recorded
 from assets._metadata import metadata_of_build, mlflow_metadata, preview, table
 from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint
 from assets.datasets import eval_suites
-from pipelines.evaluation.decoding import generate_samples
+from pipelines.evaluation.decoding import generate_samples, prompt_options
 from pipelines.evaluation.prompts import BASE, INSTRUCT, REASONING
 from pipelines.evaluation.reporting import build_report, embed_png
 from pipelines.evaluation.scoring import DEFAULT_GRADER, grade_generations, perturbation_drops, score
@@ -45,6 +47,15 @@ def _reused(context, what: str, fingerprint: str, metadata: dict) -> dg.Material
         **metadata_of_build(context, what, fingerprint), "reused": True, "fingerprint": fingerprint, **metadata})
 
 
+class EvalChatConfig(dg.Config):
+    """How a chat variant is asked; by default as its checkpoint was trained (its lineage.json)."""
+
+    system_prompt: str | None = Field(default=None, description="Replaces the trained system prompt; "
+                                      "\"\" asks without one. Unset: the checkpoint's own.")
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict, description="Merged over the "
+                                                 "checkpoint's own, e.g. {enable_thinking: false}.")
+
+
 class EvalConfig(dg.Config):
     """Decoding overrides for one variant; unset fields take the profile's per-variant defaults."""
 
@@ -56,6 +67,7 @@ class EvalConfig(dg.Config):
     seed: int | None = None
     stop_strings: list[str] | None = Field(default=None, description="cut outputs at these strings")
     backend: str | None = Field(default=None, description="hf | vllm (vllm: GPU, sampling/greedy only)")
+    chat: EvalChatConfig = EvalChatConfig()
 
 
 def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.AssetsDefinition:
@@ -71,15 +83,22 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
         decoding = with_overrides(profile.settings().eval.decoding_for(variant), config.model_dump())
         model_dir = checkpoints.current(checkpoint_name)
         suites = duckdb.rows("eval_suites")
-        fingerprint = generation_fingerprint(variant, model_dir.name, suites_fingerprint(suites), decoding.describe())
+        chat = prompt_options(variant, model_dir)  # as the checkpoint was trained, unless overridden
+        if variant != BASE:  # the base variant continues the corpus format: no chat template
+            chat = chat.overridden(config.chat.system_prompt, config.chat.chat_template_kwargs)
+        fingerprint = generation_fingerprint(variant, model_dir.name, suites_fingerprint(suites), decoding.describe(),
+                                             chat.fingerprint_content())
+        chat_metadata = {"chat_options": dg.MetadataValue.json(chat.record())}
         if _stored_fingerprints(duckdb, GENERATIONS_TABLE, "eval_fingerprint", "WHERE variant = ?", [variant]) \
                 == {fingerprint}:
             return recorded(context, duckdb, _reused(context, f"eval_{variant}", fingerprint,
-                                                     {"model_version": model_dir.name}), config)
+                                                     {"model_version": model_dir.name, **chat_metadata}), config)
         with mlflow.start_run(run_name=f"eval_{variant}", tags=mlflow.dagster_tags(context)) as run:
-            run.log_params({"variant": variant, "checkpoint": str(model_dir), **asdict(decoding)})
+            run.log_params({"variant": variant, "checkpoint": str(model_dir), **asdict(decoding),
+                            **{f"chat.{key}": value for key, value in chat.record().items()}})
             rows = [{**row, "eval_fingerprint": fingerprint}
-                    for row in generate_samples(variant, model_dir, suites, decoding, model_version=model_dir.name)]
+                    for row in generate_samples(variant, model_dir, suites, decoding, model_version=model_dir.name,
+                                                chat=chat)]
             seconds = sum(r["seconds"] for r in rows)
             run.log_metrics({"samples": len(rows), "samples_per_second": len(rows) / seconds})
             run.log_text("\n".join(json.dumps(r, default=str) for r in rows), "samples.jsonl")
@@ -88,7 +107,8 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
             "reused": False, "fingerprint": fingerprint,
             "dagster/row_count": len(rows), "decoding": dg.MetadataValue.json(asdict(decoding)),
             "generation_seconds": round(seconds, 2), "samples_per_second": round(len(rows) / seconds, 2),
-            "model_version": model_dir.name, "samples": preview(rows, ["suite", "sample_index", "output", "gold"]),
+            "model_version": model_dir.name, **chat_metadata,
+            "samples": preview(rows, ["suite", "sample_index", "output", "gold"]),
             **mlflow_metadata(run),
         }), config)
 

@@ -18,7 +18,9 @@ from pathlib import Path
 from pipelines.data.formats import THINK_CLOSE, THINK_OPEN
 from pipelines.evaluation.backends import BACKENDS, HF, TransformersBackend, load_backend
 from pipelines.evaluation.cot_decoding import cot_decode_batch
-from pipelines.evaluation.prompts import build_prompt
+from pipelines.evaluation.prompts import BASE, build_prompt
+from pipelines.training.chat_options import ChatOptions
+from pipelines.training.checkpoint_record import recorded_chat_options
 from pipelines.training.stop_tokens import stop_token_ids
 
 
@@ -66,9 +68,19 @@ def split_thinking(text: str, tokenizer) -> tuple[int, int]:
     return count(thinking), count(answer)
 
 
+def prompt_options(variant: str, model_dir: Path, chat: ChatOptions | None = None) -> ChatOptions:
+    """The chat options a variant is asked with: ``chat`` if given, else what its checkpoint recorded
+    (none for the base variant, which is prompted in the corpus format)."""
+    if variant == BASE:
+        return ChatOptions()
+    return chat if chat is not None else recorded_chat_options(model_dir)
+
+
 def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding: Decoding,
-                     model_version: str) -> list[dict]:
-    """One row per (item, sample): the stored generations that every grader later reads."""
+                     model_version: str, chat: ChatOptions | None = None) -> list[dict]:
+    """One row per (item, sample): the stored generations that every grader later reads. ``chat``:
+    see ``prompt_options`` (default: the checkpoint's recorded system prompt and template kwargs)."""
+    chat = prompt_options(variant, model_dir, chat)
     backend = load_backend(decoding.backend, model_dir)
     tokenizer = backend.tokenizer
     common = {"variant": variant, "model_version": model_version, "decoding": decoding.describe()}
@@ -81,7 +93,7 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
         per_batch = max(1, decoding.batch_size // decoding.samples)
         for start in range(0, len(ordered), per_batch):
             batch = ordered[start:start + per_batch]
-            prompts = [build_prompt(variant, item["question"], tokenizer) for item in batch]
+            prompts = [build_prompt(variant, item["question"], tokenizer, chat) for item in batch]
             started = time.perf_counter()
             results = cot_decode_batch(model, tokenizer, prompts, decoding.samples, decoding.max_new_tokens, stop_ids,
                                        decoding.stop_strings)
@@ -92,7 +104,7 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
                     rows.append(_row(common, item, index, decoding.seed, prompt, branch.text, branch.output_tokens,
                                      tokenizer, seconds, selected=index == selected, confidence=branch.confidence))
         return rows
-    prompts = [build_prompt(variant, item["question"], tokenizer) for item in items]
+    prompts = [build_prompt(variant, item["question"], tokenizer, chat) for item in items]
     for index in range(decoding.samples):
         seed = decoding.seed + index
         run = backend.generate(prompts, decoding.max_new_tokens, decoding.batch_size,

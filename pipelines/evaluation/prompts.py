@@ -1,8 +1,10 @@
-"""How each variant is asked a question: base models continue text, chat models get the chat template."""
+"""How each variant is asked a question: base models continue text, chat models get the chat template
+with the chat options their checkpoint was trained with (system prompt, template kwargs) or overrides."""
 
 from __future__ import annotations
 
 from pipelines.data.formats import base_prompt, user_messages
+from pipelines.training.chat_options import ChatOptions
 
 BASE = "base"
 INSTRUCT = "instruct"
@@ -10,9 +12,9 @@ REASONING = "reasoning"
 VARIANTS = (BASE, INSTRUCT, REASONING)
 
 
-def build_prompt(variant: str, question: str, tokenizer) -> str:
+def build_prompt(variant: str, question: str, tokenizer, chat: ChatOptions | None = None) -> str:
     if variant == BASE:
         return base_prompt(question)
     if variant in (INSTRUCT, REASONING):
-        return tokenizer.apply_chat_template(user_messages(question), add_generation_prompt=True, tokenize=False)
+        return (chat or ChatOptions()).generation_prompt(tokenizer, user_messages(question))
     raise ValueError(f"unknown variant '{variant}', expected one of {VARIANTS}")

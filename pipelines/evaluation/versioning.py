@@ -24,8 +24,11 @@ def suites_fingerprint(suite_rows: Iterable[dict]) -> str:
     return _digest(sorted((r["suite"], r["problem_id"], r["question"], str(r["answer"])) for r in suite_rows))
 
 
-def generation_fingerprint(variant: str, model_version: str, suites: str, decoding: str) -> str:
-    return _digest([variant, model_version, suites, decoding, GENERATION_CODE_VERSION])
+def generation_fingerprint(variant: str, model_version: str, suites: str, decoding: str,
+                           chat_options: dict | None = None) -> str:
+    """``chat_options`` (system prompt, template kwargs) only when set: unset, earlier versions stand."""
+    parts = [variant, model_version, suites, decoding, GENERATION_CODE_VERSION]
+    return _digest(parts + [chat_options] if chat_options else parts)
 
 
 def scores_fingerprint(generation_fingerprints: Iterable[str]) -> str:

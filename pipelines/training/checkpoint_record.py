@@ -3,7 +3,8 @@
 ``trust_remote_code`` is chosen once, when a base model is imported, and recorded there; every later
 load of that model or of a checkpoint trained from it (training stages, evaluation, on-policy sampling)
 reads the flag from the checkpoint it loads, so an opted-in model loads everywhere and nothing else
-ever runs shipped code.
+ever runs shipped code. The chat options its last stage trained with (system prompt, template kwargs,
+override file and its SHA-256) are recorded too: evaluation asks the checkpoint the same way by default.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipelines.training.chat_options import ChatOptions
+
 LINEAGE_FILE = "lineage.json"
 TRUST_REMOTE_CODE = "trust_remote_code"
+CHAT_OPTIONS = "chat_options"
 
 
 def read_record(model_dir: Path | str | None) -> dict:
@@ -25,3 +29,8 @@ def read_record(model_dir: Path | str | None) -> dict:
 
 def trusts_remote_code(model_dir: Path | str | None) -> bool:
     return read_record(model_dir).get(TRUST_REMOTE_CODE) is True
+
+
+def recorded_chat_options(model_dir: Path | str | None) -> ChatOptions:
+    """How the checkpoint was trained to be prompted (defaults for a checkpoint that records none)."""
+    return ChatOptions.from_record(read_record(model_dir).get(CHAT_OPTIONS))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from pipelines.lineage import file_sha256
+from pipelines.training.chat_options import ChatOptions
 from pipelines.training.model import ModelShape
 from pipelines.training.recipes import TrainSettings
 
@@ -59,6 +60,7 @@ class TrainJob:
     lora: LoraSettings | None = None
     grpo: GrpoSettings | None = None
     trust_remote_code: bool = False
+    chat: ChatOptions | None = None  # system prompt, template kwargs, template override (chat recipes)
     # How it is launched changes the weights too: the world size multiplies the global batch and shards
     # the data; the device picks the precision (bf16 on a GPU, fp32 on CPU). Set by the launcher.
     num_processes: int = 1
@@ -93,7 +95,9 @@ class TrainJob:
     def fingerprint(self) -> str:
         """Hash of what determines the trained weights (not where they are written or logged)."""
         volatile = {"output_dir", "work_dir", "mlflow_tracking_uri", "mlflow_run_id", "model_dir", "tokenizer_dir"}
-        content = {k: v for k, v in asdict(self).items() if k not in volatile}
+        content = {k: v for k, v in asdict(self).items() if k not in volatile | {"chat"}}
+        if self.chat is not None and not self.chat.is_default:  # absent otherwise: older jobs keep their version
+            content["chat"] = self.chat.fingerprint_content()
         content["code_version"] = CODE_VERSION
         content["data_sha256"] = file_sha256(Path(self.data_file))
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -105,7 +109,8 @@ class TrainJob:
     @classmethod
     def load(cls, path: Path) -> TrainJob:
         raw = json.loads(Path(path).read_text())
-        nested = {"settings": TrainSettings, "model_shape": ModelShape, "lora": LoraSettings, "grpo": GrpoSettings}
+        nested = {"settings": TrainSettings, "model_shape": ModelShape, "lora": LoraSettings, "grpo": GrpoSettings,
+                  "chat": ChatOptions}
         for key, kind in nested.items():
             if raw.get(key) is not None:
                 values = {f.name: raw[key][f.name] for f in fields(kind) if f.name in raw[key]}

@@ -70,6 +70,43 @@ class RunOptions:
     lora: Any = None  # pipelines.training.job.LoraSettings
     trust_remote_code: bool = False
     assistant_only_loss: bool = False
+    chat: Any = None  # pipelines.training.chat_options.ChatOptions: system prompt, template kwargs, override
+
+
+def _chat(options: RunOptions):
+    from pipelines.training.chat_options import ChatOptions
+
+    return options.chat or ChatOptions()
+
+
+def _dataset(columns: dict, chat):
+    """Conversational rows plus TRL's per-row ``chat_template_kwargs`` column (SFT and DPO pass it to the
+    template); no such column when there are no kwargs, so those rows are exactly what they were."""
+    from datasets import Dataset
+
+    if chat.template_kwargs:
+        columns["chat_template_kwargs"] = [dict(chat.template_kwargs) for _ in next(iter(columns.values()))]
+    return Dataset.from_dict(columns)
+
+
+def sft_dataset(rows: list[dict], chat, assistant_only_loss: bool = False):
+    """SFT rows as TRL reads them: prompt → completion, or whole conversations for assistant-only loss."""
+    from pipelines.data.formats import assistant_messages, prompt_messages
+
+    if assistant_only_loss:
+        return _dataset({"messages": [chat.prompt(prompt_messages(r)) + assistant_messages(r["completion"])
+                                      for r in rows]}, chat)
+    return _dataset({"prompt": [chat.prompt(prompt_messages(r)) for r in rows],
+                     "completion": [assistant_messages(r["completion"]) for r in rows]}, chat)
+
+
+def dpo_dataset(rows: list[dict], chat):
+    """Preference pairs as TRL reads them: explicit conversational prompt, chosen and rejected turns."""
+    from pipelines.data.formats import assistant_messages, prompt_messages
+
+    return _dataset({"prompt": [chat.prompt(prompt_messages(r)) for r in rows],
+                     "chosen": [assistant_messages(r["chosen"]) for r in rows],
+                     "rejected": [assistant_messages(r["rejected"]) for r in rows]}, chat)
 
 
 def _common_args(settings: TrainSettings, work_dir: Path, save_steps: int) -> dict:
@@ -218,26 +255,20 @@ def sft(model_dir: Path, rows: list[dict], settings: TrainSettings, output_dir: 
     With ``assistant_only_loss`` the rows are full conversations and the chat template's
     ``{% generation %}`` markers select the trained tokens instead of the prompt/completion split.
     """
-    from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from pipelines.data.formats import assistant_messages, prompt_messages
-
     options = options or RunOptions()
+    chat = _chat(options)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
     model = _load_model(model_dir, options)
-    if options.assistant_only_loss:
-        dataset = Dataset.from_dict({"messages": [prompt_messages(r) + assistant_messages(r["completion"])
-                                                  for r in rows]})
-        loss_args = {"assistant_only_loss": True}
-    else:
-        dataset = Dataset.from_dict({"prompt": [prompt_messages(r) for r in rows],
-                                     "completion": [assistant_messages(r["completion"]) for r in rows]})
-        loss_args = {"completion_only_loss": True}
+    dataset = sft_dataset(rows, chat, options.assistant_only_loss)
+    loss_args = {"assistant_only_loss": True} if options.assistant_only_loss else {"completion_only_loss": True}
+    chat.template_text()  # the override must still be the file the job was fingerprinted with
     started = time.perf_counter()
     with _work_dir(options) as work:
-        args = SFTConfig(**_common_args(settings, work, options.save_steps), packing=False, **loss_args)
+        args = SFTConfig(**_common_args(settings, work, options.save_steps), packing=False,
+                         chat_template_path=chat.chat_template_file, **loss_args)  # TRL installs the override
         trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=dataset,
                              callbacks=options.callbacks)
         resumed = _fit(trainer, work)
@@ -248,20 +279,15 @@ def sft(model_dir: Path, rows: list[dict], settings: TrainSettings, output_dir: 
 def dpo(model_dir: Path, rows: list[dict], settings: TrainSettings, beta: float, output_dir: Path,
         options: RunOptions | None = None) -> TrainingSummary:
     """DPO (+ an SFT term on the chosen answer) against a frozen copy of ``model_dir``."""
-    from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from pipelines.data.formats import assistant_messages, prompt_messages
-
     options = options or RunOptions()
+    chat = _chat(options)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
+    chat.apply_template(tokenizer)
     model = _load_model(model_dir, options)
-    dataset = Dataset.from_dict({
-        "prompt": [prompt_messages(r) for r in rows],
-        "chosen": [assistant_messages(r["chosen"]) for r in rows],
-        "rejected": [assistant_messages(r["rejected"]) for r in rows],
-    })
+    dataset = dpo_dataset(rows, chat)
     started = time.perf_counter()
     with _work_dir(options) as work:
         args = DPOConfig(**_common_args(settings, work, options.save_steps), beta=beta, loss_type=["sigmoid", "sft"])
@@ -283,9 +309,11 @@ def grpo(model_dir: Path, rows: list[dict], settings: TrainSettings, grpo_settin
     from pipelines.training.rewards import correctness_reward, format_reward
 
     options = options or RunOptions()
+    chat = _chat(options)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
+    chat.apply_template(tokenizer)
     model = _load_model(model_dir, options)
-    dataset = Dataset.from_dict({"prompt": [prompt_messages(r) for r in rows],
+    dataset = Dataset.from_dict({"prompt": [chat.prompt(prompt_messages(r)) for r in rows],
                                  "answer": [r["answer"] for r in rows]})
     started = time.perf_counter()
     with _work_dir(options) as work:
@@ -293,7 +321,8 @@ def grpo(model_dir: Path, rows: list[dict], settings: TrainSettings, grpo_settin
         common.pop("max_length")
         args = GRPOConfig(**common, num_generations=grpo_settings.num_generations,
                           max_completion_length=grpo_settings.max_completion_length,
-                          temperature=grpo_settings.temperature)
+                          temperature=grpo_settings.temperature,
+                          chat_template_kwargs=dict(chat.template_kwargs) or None)
         trainer = GRPOTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=dataset,
                               reward_funcs=[correctness_reward, format_reward], callbacks=options.callbacks)
         resumed = _fit(trainer, work)

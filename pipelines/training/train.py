@@ -58,7 +58,7 @@ def run_job(job: TrainJob, emit=print, log_points: Callable[[list[MetricPoint]],
         callbacks.append(StepMetricsCallback(log_points, job.metric_prefix))
     options = RunOptions(work_dir=Path(job.work_dir) if job.work_dir else None, save_steps=job.save_steps,
                          callbacks=callbacks, lora=job.lora, trust_remote_code=job.trust_remote_code,
-                         assistant_only_loss=job.assistant_only_loss)
+                         assistant_only_loss=job.assistant_only_loss, chat=job.chat)
     if job.trust_remote_code:
         emit("trust_remote_code is ON for this job (explicit opt-in): model code from the checkpoint will run")
     rows = read_rows(Path(job.data_file))
