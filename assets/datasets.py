@@ -6,6 +6,7 @@ overlaps them (decontamination, reported in ``contamination_report``), and every
 """
 
 from collections import Counter
+from dataclasses import replace
 from typing import Literal
 
 import dagster as dg
@@ -21,12 +22,12 @@ from pipelines.data.datasets import (CONTAMINATION_COLUMNS, MIX_MODES, PREFERENC
                                      USER_CONTAMINATION_COLUMNS, build_corpus, build_eval_suites, build_preference,
                                      build_sft, build_think, check_disjoint, decontaminate, decontaminate_rows,
                                      mix_rows, problems_from_rows)
-from pipelines.data.ingest import ingest_jsonl
+from pipelines.data.suites import ANSWER_TYPES, BUILTIN_SUITES, SuiteSpec, builtin, load_suite
 from pipelines.data.on_policy import OnPolicySettings, sample_on_policy
 from pipelines.data.perturbations import PERTURBATIONS
 from pipelines.data.problems import Problem
 from pipelines.data.raw import QUARANTINE_COLUMNS
-from pipelines.paths import confine
+from pipelines.paths import PROJECT_ROOT, confine
 from pipelines.profiles import with_overrides
 from resources import CheckpointStore, DuckDBStore, LineageProfile
 
@@ -45,51 +46,98 @@ def _table_result(rows: list[dict], preview_columns: list[str], **metadata) -> d
 
 
 class ExtraSuite(dg.Config):
-    """Any JSONL math set as an extra eval suite, with a field mapping."""
+    """Any benchmark file (JSONL, JSON, parquet, CSV) as an eval suite, mapped by config alone."""
 
     name: str
     path: str
+    question: str | None = Field(default=None, description="Template over the record's fields, e.g. "
+                                 "'{Body} {Question}'; unset: '{<question_field>}'.")
     question_field: str = "question"
     answer_field: str = "answer"
-    answer_format: str = Field(default="gsm8k", description="gsm8k: a worked solution ending in '#### N'; "
-                               "number: the field holds the final answer")
+    answer_format: Literal["gsm8k", "number", "field", "boxed", "regex"] = Field(
+        default="gsm8k", description="Where the gold answer is in answer_field: gsm8k (a worked solution "
+        "ending in '#### N'), field / number (the field is the answer), boxed (its last \\boxed{}), regex "
+        "(the first group of answer_regex).")
+    answer_regex: str | None = None
+    answer_type: Literal[ANSWER_TYPES] = Field(default="number", description="number (units after it "
+                                               "stripped), math (LaTeX: math-verify is primary), choice "
+                                               "(a letter), text.")
+    strip_units: bool = True
+    instruction: str | None = Field(default=None, description="Appended to every question, e.g. "
+                                    "'Put the final answer in \\boxed{}.'")
+    limit: int | None = Field(default=None, gt=0, description="A seeded sample of this many items; unset: all.")
+    seed: int = 0
+
+    def spec(self) -> SuiteSpec:
+        return SuiteSpec(self.name, str(confine(self.path, f"extra_suites[{self.name}].path")),
+                         question=self.question or f"{{{self.question_field}}}", answer_field=self.answer_field,
+                         answer_from="field" if self.answer_format == "number" else self.answer_format,
+                         answer_regex=self.answer_regex, answer_type=self.answer_type, strip_units=self.strip_units,
+                         instruction=self.instruction, limit=self.limit, seed=self.seed)
 
 
 class EvalSuitesConfig(dg.Config):
-    eval_suite_size: int | None = Field(default=None, gt=0)
+    eval_suite_size: int | None = Field(default=None, gt=0, description="Size of the generated suites.")
     seed: int | None = None
     max_operand: int | None = Field(default=None, gt=0)
-    extra_suites: list[ExtraSuite] = Field(default_factory=list, description="e.g. GSM8K test: "
-                                           "{name: gsm8k, path: data/gsm8k/test.jsonl}")
+    builtin_suites: list[str] = Field(default_factory=list, description=f"Bundled benchmarks by name: "
+                                      f"{', '.join(sorted(BUILTIN_SUITES))} (each whole, or its limit).")
+    builtin_limit: int | None = Field(default=None, gt=0, description="A seeded sample of each built-in suite.")
+    extra_suites: list[ExtraSuite] = Field(default_factory=list, description="e.g. "
+                                           "{name: mine, path: data/mine.jsonl, answer_format: boxed}")
+    max_quarantine_rate: float = Field(default=0.05, ge=0, le=1, description="Per suite; above it the "
+                                       "blocking check fails and no suite is published.")
     perturbations: list[str] = Field(default_factory=lambda: list(PERTURBATIONS),
                                      description=f"twin kinds for the perturbed suite, rotated over items: "
                                      f"{', '.join(PERTURBATIONS)}")
 
+    def specs(self, seed: int) -> list[SuiteSpec]:
+        builtins = [replace(builtin(name, PROJECT_ROOT), limit=self.builtin_limit, seed=seed)
+                    for name in self.builtin_suites]
+        return builtins + [extra.spec() for extra in self.extra_suites]
+
+
+SUITES_CHECK = "eval_suites_complete"
+
 
 @dg.asset(group_name="datasets", deps=[raw_problems], kinds={"python", "duckdb"},
-          automation_condition=UPSTREAM_DATA_CHANGED)
+          automation_condition=UPSTREAM_DATA_CHANGED, check_specs=[dg.AssetCheckSpec(
+              SUITES_CHECK, asset="eval_suites", blocking=True,
+              description="No configured suite ended empty or over its quarantine limit; otherwise no suite "
+                          "is published and nothing is evaluated.")])
 def eval_suites(context: dg.AssetExecutionContext, config: EvalSuitesConfig, duckdb: DuckDBStore,
                 profile: LineageProfile) -> dg.MaterializeResult:
-    """Held-out suites: in-distribution, perturbed twins, domain shift (+ configured JSONL suites).
-    Bad lines of extra suites go to ``eval_suite_quarantine``."""
+    """Held-out suites: in-distribution, perturbed twins, domain shift, the bundled benchmarks you name
+    (gsm8k, math500) and your own files. Bad records go to ``eval_suite_quarantine`` with a reason."""
     data = with_overrides(profile.settings().data, config.model_dump())
-    loaded = {extra.name: ingest_jsonl([confine(extra.path, f"extra_suites[{extra.name}].path")],
-                                       question_field=extra.question_field,
-                                       answer_field=extra.answer_field, answer_format=extra.answer_format)
-              for extra in config.extra_suites}
+    loaded = [load_suite(spec) for spec in config.specs(data.seed)]
     raw_rows, raw_version = read_published(context, duckdb, raw_problems)
     rows = build_eval_suites(problems_from_rows(raw_rows), data.eval_suite_size, data.seed,
-                             data.max_operand, {name: result.problems for name, result in loaded.items()},
-                             perturbations=tuple(config.perturbations))
-    duckdb.replace_table("eval_suites", rows)
-    duckdb.replace_table("eval_suite_quarantine", [q.as_row() for r in loaded.values() for q in r.quarantined],
-                         columns=QUARANTINE_COLUMNS)
+                             data.max_operand, {r.spec.name: r.items for r in loaded},
+                             perturbations=tuple(config.perturbations),
+                             answer_types={r.spec.name: r.spec.answer_type for r in loaded})
+    problems = [p for r in loaded if (p := r.problem(config.max_quarantine_rate))]
+    quarantined = [q for r in loaded for q in r.quarantined]
+    version = rows_version(rows)
+    if not problems:
+        publish_tables(duckdb, "eval_suites", version, context.run.run_id, {
+            "eval_suites": (rows, None), "eval_suite_quarantine": (quarantined, QUARANTINE_COLUMNS)})
+    else:
+        context.log.error(f"eval_suites rejected, not published: {'; '.join(problems)}")
+        duckdb.replace_table("eval_suite_quarantine_rejected", quarantined, columns=QUARANTINE_COLUMNS)
+    per_suite = {r.spec.name: {"records": r.records, "kept": len(r.items), "quarantined": len(r.quarantined),
+                               "primary_grader": r.spec.primary_grader} for r in loaded}
+    verdict = dg.AssetCheckResult(check_name=SUITES_CHECK, passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+                                  description="; ".join(problems) or None,
+                                  metadata={"suites": dg.MetadataValue.json(per_suite)})
     sizes = {suite: sum(r["suite"] == suite for r in rows) for suite in sorted({r["suite"] for r in rows})}
     kinds = Counter(r["perturbation"] for r in rows if r["perturbation"])
-    return recorded(context, duckdb, _table_result(
-        rows, ["suite", "question", "answer"], suite_sizes=dg.MetadataValue.json(sizes),
-        perturbation_kinds=dg.MetadataValue.json(dict(sorted(kinds.items())))), config,
-        inputs={"raw_problems": raw_version})
+    table = _table_result(rows, ["suite", "question", "answer"], suite_sizes=dg.MetadataValue.json(sizes),
+                          suite_files=dg.MetadataValue.json(per_suite), published=not problems,
+                          perturbation_kinds=dg.MetadataValue.json(dict(sorted(kinds.items()))))
+    return recorded(context, duckdb, dg.MaterializeResult(data_version=table.data_version, metadata=table.metadata,
+                                                          check_results=[verdict]), config,
+                    inputs={"raw_problems": raw_version}, sources=[a for r in loaded for a in r.read.audit()])
 
 
 DISJOINT_CHECK = "training_problems_disjoint_from_eval"
@@ -116,7 +164,7 @@ def training_problems(context: dg.AssetExecutionContext, duckdb: DuckDBStore,
     ``contamination_report``. Published only when the disjointness check passes on these rows."""
     ngram = profile.settings().data.decontamination_ngram
     raw_rows, raw_version = read_published(context, duckdb, raw_problems)
-    eval_rows = duckdb.rows("eval_suites")
+    eval_rows, eval_version = read_published(context, duckdb, eval_suites)
     result = decontaminate(problems_from_rows(raw_rows), eval_rows, ngram)
     rows = [p.as_row() for p in result.clean]
     verdict = disjointness_verdict(result.clean, eval_rows, ngram)
@@ -133,7 +181,7 @@ def training_problems(context: dg.AssetExecutionContext, duckdb: DuckDBStore,
                           contamination_report=preview(result.report, ["method", "eval_suite", "question", "evidence"]))
     return recorded(context, duckdb, dg.MaterializeResult(data_version=table.data_version, metadata=table.metadata,
                                                           check_results=[verdict]),
-                    inputs={"raw_problems": raw_version})
+                    inputs={"raw_problems": raw_version, "eval_suites": eval_version})
 
 
 @dg.asset(group_name="datasets", deps=[training_problems], kinds={"python", "duckdb"},
@@ -161,7 +209,7 @@ def _user_rows(context: dg.AssetExecutionContext, duckdb: DuckDBStore, profile: 
     rows, version = read_published(context, duckdb, raw_training_data,
                                    f"SELECT * FROM raw_training_data WHERE kind = '{kind}' ORDER BY source, source_row")
     dataset = context.asset_key.to_user_string()
-    clean, report = decontaminate_rows(dataset, rows, duckdb.rows("eval_suites"),
+    clean, report = decontaminate_rows(dataset, rows, read_published(context, duckdb, eval_suites)[0],
                                        profile.settings().data.decontamination_ngram)
     duckdb.replace_rows("training_data_contamination", report, "dataset", dataset, columns=USER_CONTAMINATION_COLUMNS)
     return clean, {"user_rows": len(clean), "user_rows_removed_as_contaminated": len(report)}, version
@@ -234,7 +282,7 @@ def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceConf
                     "on_policy_pairs": len(sampled.pairs)}
     rows = mix_rows(rows, user, "include", PREFERENCE_COLUMNS)
     duckdb.replace_table("preference_dataset", rows, columns=PREFERENCE_COLUMNS)
-    duckdb.replace_table("on_policy_traces", traces, columns=["problem_id", "prompt", "completion", "answer"])
+    duckdb.replace_table("on_policy_traces", traces, columns=["problem_id", "prompt", "messages", "completion", "answer"])
     return recorded(context, duckdb, _table_result(rows, ["source", "prompt", "chosen", "rejected"], **metadata,
                                                    **user_metadata, source=config.source), config,
                     inputs={TRAINING_PROBLEMS: training_version, "raw_training_data": user_version})

@@ -43,11 +43,11 @@ class MissingTable(LookupError):
 # () marks the audit tables that every materialization writes.
 WRITTEN_BY: dict[str, tuple[str, ...]] = {
     "raw_quarantine": ("raw_problems",), "raw_quarantine_rejected": ("raw_problems",),
-    "eval_suite_quarantine": ("eval_suites",), "contamination_report": ("training_problems",),
+    "eval_suite_quarantine": ("eval_suites",), "eval_suite_quarantine_rejected": ("eval_suites",), "contamination_report": ("training_problems",),
     "on_policy_traces": ("preference_dataset",), "eval_generations": ("eval_base", "eval_instruct", "eval_reasoning"),
     "eval_grades": ("eval_scores",), "eval_perturbation_drops": ("eval_scores",),
     "raw_training_quarantine": ("raw_training_data",), "raw_training_quarantine_rejected": ("raw_training_data",),
-    "table_versions": ("raw_problems", "raw_training_data", "training_problems"), "lineage": (), "lineage_inputs": (),
+    "table_versions": ("raw_problems", "raw_training_data", "eval_suites", "training_problems"), "lineage": (), "lineage_inputs": (),
     "training_data_contamination": ("sft_dataset", "think_dataset", "preference_dataset"),
 }
 _MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")

@@ -100,14 +100,16 @@ def direct_answer_pairs(preference_rows: list[dict]) -> list[dict]:
 
 def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_operand: int,
                       extra_suites: dict[str, list[Problem]] | None = None,
-                      perturbations: tuple[str, ...] = PERTURBATIONS) -> list[dict]:
+                      perturbations: tuple[str, ...] = PERTURBATIONS,
+                      answer_types: dict[str, str] | None = None) -> list[dict]:
     """In-distribution held-out, paired perturbed twins and domain-shifted wording.
 
     Held-out item i gets one twin of kind ``perturbations[i % len]`` (the next kind if that one does
     not apply, e.g. new numbers need a generator template), so every kind is measured on a similar
     share of items without multiplying the suite. Domain shift needs generator templates; for
-    ingested data it is left out. ``extra_suites`` (e.g. GSM8K test from a JSONL file) are added as
-    they are, capped at ``suite_size`` and checked for overlap with training like the rest.
+    ingested data it is left out. ``extra_suites`` (GSM8K, MATH-500, a user's file) are added as they
+    are (their own size: ``pipelines/data/suites.py`` samples them) and checked for overlap with training
+    like the rest; ``answer_types`` says how each extra suite's gold answer is graded (default number).
     """
     unknown = sorted(set(perturbations) - set(PERTURBATIONS))
     if unknown or not perturbations:
@@ -128,10 +130,11 @@ def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_o
     for name, extra in (extra_suites or {}).items():
         if name in SUITES:
             raise ValueError(f"extra suite name '{name}' collides with a built-in suite {SUITES}")
-        suites += [(name, p, None, None) for p in extra[:suite_size]]
+        suites += [(name, p, None, None) for p in extra]
+    types = answer_types or {}
     rows = [{"suite": suite, "problem_id": p.problem_id, "key": p.key, "question": p.question,
              "solution": p.solution, "answer": p.answer, "original_problem_id": original,
-             "perturbation": kind}
+             "perturbation": kind, "answer_type": types.get(suite, "number")}
             for suite, p, original, kind in suites]
     return rows
 

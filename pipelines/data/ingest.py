@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pipelines.data.problems import Problem, TEST_SPLIT, TRAIN_SPLIT, normalize_question, stable_id
 
-_CALCULATOR_ANNOTATION = re.compile(r"<<[^>]*>>")
+CALCULATOR_ANNOTATION = re.compile(r"<<[^>]*>>")
 _FINAL_ANSWER = re.compile(r"####\s*(.*?)\s*$", re.S)
 _NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
 RAW_PREVIEW_CHARS = 500
@@ -123,7 +123,7 @@ def _parse_line(raw: bytes, question_field: str, answer_field: str,
     final = match.group(1).replace("$", "").rstrip(".").strip()
     if not _NUMBER.match(final):
         return "non_numeric_answer", f"final answer '{final[:40]}' after '####' is not a number"
-    solution = _CALCULATOR_ANNOTATION.sub("", answer_text[: match.start()]).strip()
+    solution = CALCULATOR_ANNOTATION.sub("", answer_text[: match.start()]).strip()
     return record[question_field].strip(), " ".join(solution.split()), final.replace(",", "")
 
 

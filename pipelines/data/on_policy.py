@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.data.formats import prompt_messages
 from pipelines.evaluation.generation import generate, load_for_generation
 from pipelines.evaluation.grading import extract_final_answer, is_correct
-from pipelines.evaluation.prompts import REASONING, build_prompt
+from pipelines.training.checkpoint_record import recorded_chat_options
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ def sample_on_policy(model_dir: Path, train_rows: list[dict], settings: OnPolicy
     model, tokenizer = load_for_generation(model_dir)
     rows = train_rows[: settings.prompts]
     expanded = [row for row in rows for _ in range(settings.samples_per_prompt)]
-    prompts = [build_prompt(REASONING, row["prompt"], tokenizer) for row in expanded]
+    chat = recorded_chat_options(model_dir)  # asked as it was trained: its system prompt, template kwargs
+    prompts = [chat.generation_prompt(tokenizer, prompt_messages(row)) for row in expanded]  # the row's own turns
     run = generate(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size,
                    temperature=settings.temperature, seed=settings.seed)
     samples = [(row, generation.text) for row, generation in zip(expanded, run.generations)]
@@ -53,12 +55,12 @@ def pair_graded_samples(rows: list[dict], samples: list[tuple[dict, str]]) -> On
     pairs, traces = [], []
     for row in rows:
         outcome = by_problem[row["problem_id"]]
-        traces += [{"problem_id": row["problem_id"], "prompt": row["prompt"], "completion": text,
-                    "answer": row["answer"]} for text in dict.fromkeys(outcome["correct"])]
+        traces += [{"problem_id": row["problem_id"], "prompt": row["prompt"], "messages": row.get("messages"),
+                    "completion": text, "answer": row["answer"]} for text in dict.fromkeys(outcome["correct"])]
         if outcome["correct"] and outcome["wrong"]:
             rejected = outcome["wrong"][0]
             pairs.append({"problem_id": row["problem_id"], "source": "on_policy", "prompt": row["prompt"],
-                          "chosen": outcome["correct"][0], "rejected": rejected, "answer": row["answer"],
+                          "messages": row.get("messages"), "chosen": outcome["correct"][0], "rejected": rejected, "answer": row["answer"],
                           "rejected_answer": extract_final_answer(rejected) or ""})
     correct = sum(len(o["correct"]) for o in by_problem.values())
     return OnPolicyData(pairs, traces, len(samples), correct)

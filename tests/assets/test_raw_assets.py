@@ -66,23 +66,50 @@ def test_real_gsm8k_flows_into_datasets_and_an_in_distribution_suite(gsm8k_dir, 
     assert check.passed and check.metadata["eval_items"].value == 48
 
 
-def test_gsm8k_test_plugs_in_as_an_extra_eval_suite(gsm8k_dir, lineage_home, tmp_path):
-    broken = tmp_path / "broken.jsonl"
-    broken.write_text('{"question": "What is 2 + 2?", "answer": "4"}\nnot json\n')
+def test_bundled_benchmarks_by_name_and_a_mapped_file_plug_in_as_eval_suites(lineage_home, tmp_path):
+    numbers = tmp_path / "numbers.jsonl"
+    numbers.write_text("".join(json.dumps({"q": f"What is {i} + {i}?", "a": f"{2 * i} (apples)"}) + "\n"
+                               for i in range(30)) + "not json\n")
     resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
-    extra = [{"name": "gsm8k", "path": str(gsm8k_dir / "test.jsonl")},
-             {"name": "plain_numbers", "path": str(broken), "answer_format": "number"}]
+    config = {"builtin_suites": ["gsm8k", "math500"], "builtin_limit": 24,
+              "extra_suites": [{"name": "plain_numbers", "path": str(numbers), "question_field": "q",
+                                "answer_field": "a", "answer_format": "number"}]}
     result = dg.materialize([raw_data_files, raw_problems, eval_suites, training_problems],
-                            resources=resources,
-                            selection=["raw_problems", "eval_suites", "training_problems"],
-                            run_config={"ops": {"eval_suites": {"config": {"extra_suites": extra}}}})
+                            resources=resources, selection=["raw_problems", "eval_suites", "training_problems"],
+                            run_config={"ops": {"eval_suites": {"config": config}}})
     assert result.success and _check(result, DISJOINT_CHECK).passed
     duckdb = resources["duckdb"]
     sizes = {r["suite"]: r["n"] for r in duckdb.query("SELECT suite, count(*) AS n FROM eval_suites GROUP BY 1")}
-    assert sizes == {"in_distribution": 24, "perturbed": 24, "domain_shift": 24, "gsm8k": 24, "plain_numbers": 1}
-    natalia = duckdb.query("SELECT answer FROM eval_suites WHERE question LIKE 'Janet%ducks%'")
-    assert natalia == [{"answer": "18"}]  # GSM8K test line 1, gold parsed from '#### 18'
-    assert [(q["line"], q["kind"]) for q in duckdb.rows("eval_suite_quarantine")] == [(2, "not_json")]
+    assert sizes == {"in_distribution": 24, "perturbed": 24, "domain_shift": 24, "gsm8k": 24, "math500": 24,
+                     "plain_numbers": 30}
+    types = {r["suite"]: r["answer_type"] for r in duckdb.query("SELECT DISTINCT suite, answer_type FROM eval_suites")}
+    assert types["math500"] == "math" and types["gsm8k"] == types["plain_numbers"] == "number"
+    assert duckdb.query("SELECT answer FROM eval_suites WHERE question = 'What is 4 + 4?'") == [{"answer": "8"}]
+    assert [(q["line"], q["kind"]) for q in duckdb.rows("eval_suite_quarantine")] == [(31, "not_json")]
+    [record] = duckdb.query("SELECT sources FROM lineage WHERE asset = 'eval_suites'")
+    assert {s["path"] for s in json.loads(record["sources"])} >= {str(numbers)}  # suite files in the audit
+
+
+def test_a_suite_that_ends_empty_fails_the_blocking_check_and_nothing_is_published(lineage_home, tmp_path):
+    """A MATH-style file read with the GSM8K mapping kept 0 of 20 items and the suite vanished silently."""
+    math_style = tmp_path / "math.jsonl"
+    math_style.write_text("".join(json.dumps({"problem": f"Solve x = {i}/3.", "solution": f"$\\boxed{{\\frac{{{i}}}{{3}}}}$"})
+                                  + "\n" for i in range(20)))
+    resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
+    config = {"extra_suites": [{"name": "mathy", "path": str(math_style), "question_field": "problem",
+                                "answer_field": "solution"}]}  # gsm8k mapping: no '####' anywhere
+    result = dg.materialize([raw_data_files, raw_problems, eval_suites], resources=resources, raise_on_error=False,
+                            selection=["raw_problems", "eval_suites"],
+                            run_config={"ops": {"eval_suites": {"config": config}}})
+    check = _check(result, "eval_suites_complete")
+    assert not result.success and not check.passed
+    assert check.description == "suite mathy is empty (20 records read, 20 quarantined)"
+    assert "eval_suites" not in resources["duckdb"].tables()
+    assert len(resources["duckdb"].rows("eval_suite_quarantine_rejected")) == 20
+    fixed = {"extra_suites": [{**config["extra_suites"][0], "answer_format": "boxed", "answer_type": "math"}]}
+    again = dg.materialize([raw_data_files, raw_problems, eval_suites], resources=resources,
+                           selection=["raw_problems", "eval_suites"], run_config={"ops": {"eval_suites": {"config": fixed}}})
+    assert again.success and resources["duckdb"].count("eval_suites") - 3 * 24 == 20
 
 
 def test_the_raw_folder_is_observed_by_the_first_build(tmp_path, lineage_home):

@@ -1,0 +1,77 @@
+"""Real benchmarks mapped by config alone (issue #17): MATH-500 whole, a question split over two fields,
+answers with units, a regex, letters; every record kept or quarantined naming its field."""
+
+import json
+
+import pytest
+
+from pipelines.data.suites import BUILTIN_SUITES, SuiteSpec, builtin, last_boxed, load_suite
+from pipelines.definitions import PROJECT_ROOT
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_math500_keeps_every_item_with_its_latex_answer():
+    """With either GSM8K-style mapping 0 of 20 were kept; extracting \\boxed{} by hand still lost 7 of 20."""
+    suite = load_suite(builtin("math500", PROJECT_ROOT))
+    assert suite.records == 500 and len(suite.items) >= 495 and suite.problem(0.01) is None
+    answers = {item.answer for item in suite.items}
+    assert "\\left( 3, \\frac{\\pi}{2} \\right)" in answers  # MATH-500 line 1, LaTeX kept for math-verify
+    assert suite.spec.primary_grader == "math_verify"
+
+
+def test_gsm8k_test_is_built_in_and_whole_by_default():
+    suite = load_suite(builtin("gsm8k", PROJECT_ROOT))
+    assert len(suite.items) == suite.records == 1319 and suite.items[0].answer == "18"
+    assert set(BUILTIN_SUITES) == {"gsm8k", "math500"}
+
+
+def test_a_question_split_over_two_fields_is_joined_by_a_template(tmp_path):
+    rows = [{"Body": f"There are {3 * i} bananas in {i} equal groups.", "Question": "How big is each group?",
+             "Answer": i} for i in range(1, 41)]
+    suite = load_suite(SuiteSpec("svamp", _write(tmp_path / "svamp.json", rows), question="{Body} {Question}",
+                                 answer_field="Answer", answer_from="field"))
+    assert len(suite.items) == 40  # one field alone gave 40 copies of "How big is each group?" (duplicates)
+    assert suite.items[1].question == "There are 6 bananas in 2 equal groups. How big is each group?"
+    assert suite.items[1].answer == "2"
+
+
+def test_answers_with_units_keep_their_number(tmp_path):
+    """A set whose answers carry units (`9 (apples)`) kept 28 of 2,215 rows."""
+    units = ["9 (apples)", "$18.00", "12 dollars", "45%", "3/4 cup", "1,200 meters", "-3 degrees", "7."]
+    rows = [{"question": f"Question {i}?", "answer": unit} for i, unit in enumerate(units * 5)]
+    suite = load_suite(SuiteSpec("units", _write(tmp_path / "units.jsonl", rows), answer_from="field"))
+    assert len(suite.items) / suite.records >= 0.95
+    assert [item.answer for item in suite.items[:8]] == ["9", "18.00", "12", "45", "3/4", "1200", "-3", "7"]
+
+
+def test_regex_and_choice_answers(tmp_path):
+    rows = [{"question": f"Pick {i}", "target": f"The correct option is ({'ABCD'[i % 4]})."} for i in range(8)]
+    suite = load_suite(SuiteSpec("mc", _write(tmp_path / "mc.jsonl", rows), answer_field="target",
+                                 answer_from="regex", answer_regex=r"option is \(?([A-J])\)?", answer_type="choice",
+                                 instruction="Answer with the letter."))
+    assert [item.answer for item in suite.items] == list("ABCDABCD")
+    assert suite.items[0].question == "Pick 0\nAnswer with the letter."
+
+
+def test_bad_records_are_quarantined_naming_the_field_and_limit_samples_with_a_seed(tmp_path):
+    rows = [{"problem": f"P{i}", "solution": f"so \\boxed{{{i}}}"} for i in range(30)]
+    rows += [{"problem": "no box", "solution": "none"}, {"solution": "\\boxed{1}"}, {"problem": "P0", "solution": "\\boxed{0}"}]
+    spec = SuiteSpec("boxed", _write(tmp_path / "b.jsonl", rows), question="{problem}", answer_field="solution",
+                     answer_from="boxed", answer_type="math", limit=10, seed=3)
+    suite = load_suite(spec)
+    assert [(q["line"], q["kind"]) for q in suite.quarantined] == [(31, "no_boxed_answer"), (32, "missing_field"),
+                                                                   (33, "duplicate")]
+    assert "missing field 'problem'" in suite.quarantined[1]["reason"]
+    assert len(suite.items) == 10 and [i.question for i in suite.items] == [i.question for i in load_suite(spec).items]
+    assert suite.problem(0.05) == "suite boxed: 3 of 33 records quarantined (9.1%), over the 5.0% limit"
+
+
+@pytest.mark.parametrize("text, boxed", [("a \\boxed{\\frac{1}{2}} b", "\\frac{1}{2}"),
+                                         ("\\boxed{1} then \\boxed{2}", "2"), ("no box", None),
+                                         ("\\boxed{unclosed", None)])
+def test_last_boxed_reads_balanced_braces(text, boxed):
+    assert last_boxed(text) == boxed
