@@ -20,7 +20,7 @@ from assets.datasets import eval_suites
 from pipelines.evaluation.decoding import generate_samples, prompt_options
 from pipelines.evaluation.prompts import BASE, INSTRUCT, REASONING
 from pipelines.evaluation.reporting import build_report, embed_png
-from pipelines.evaluation.scoring import DEFAULT_GRADER, grade_generations, perturbation_drops, score
+from pipelines.evaluation.scoring import grade_generations, mark_primary, perturbation_drops, score
 from pipelines.evaluation.summary import SUMMARY_COLUMNS, SUMMARY_TABLE, metric_points, summary_columns, summary_rows
 from pipelines.evaluation.versioning import generation_fingerprint, scores_fingerprint, suites_fingerprint
 from pipelines.profiles import with_overrides
@@ -132,8 +132,11 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
         return recorded(context, duckdb, _reused(context, "eval_scores", fingerprint, {}))
     generations = duckdb.rows(GENERATIONS_TABLE)
     graded = grade_generations(generations, workers=profile.settings().eval.grading_workers)
-    scores = [{**row, "scores_fingerprint": fingerprint} for row in score(generations, graded)]
-    drops = perturbation_drops(generations, graded, duckdb.rows("eval_suites"))
+    suite_rows = duckdb.rows("eval_suites")
+    answer_types = {r["suite"]: r.get("answer_type") or "number" for r in suite_rows}
+    scores = [{**row, "scores_fingerprint": fingerprint}
+              for row in mark_primary(score(generations, graded), answer_types)]
+    drops = perturbation_drops(generations, graded, suite_rows)
     duckdb.replace_table("eval_grades", graded)
     duckdb.replace_table(PERTURBATION_TABLE, drops, columns=["variant", "perturbation", "grader", "pairs",
                                                              "original_pass_at_1", "perturbed_pass_at_1", "drop"])
@@ -142,7 +145,7 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
     with mlflow.start_run(run_name="eval_scores", tags=mlflow.dagster_tags(context)) as run:
         run.log_metric_points(metric_points(scores))  # pass@k curves and in-distribution pass@1 headlines
         run.log_table(summary_columns(summary), SUMMARY_TABLE)  # the whole grid, as one table
-    main = [s for s in scores if s["grader"] == DEFAULT_GRADER]
+    main = [s for s in scores if s["primary"]]  # each suite's primary grader (math-verify for LaTeX suites)
     return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
         "reused": False, "fingerprint": fingerprint,
         "dagster/row_count": len(scores), "graded_samples": len(graded), "summary": table(summary, SUMMARY_COLUMNS),

@@ -39,11 +39,13 @@ def _ordered(values: set[str], order) -> list[str]:
 
 
 def build_report(scores: list[dict], perturbation_drops: list[dict] = ()) -> Report:
-    main = {(s["variant"], s["suite"]): s for s in scores if s["grader"] == DEFAULT_GRADER}
+    main = {(s["variant"], s["suite"]): s for s in scores if s.get("primary", s["grader"] == DEFAULT_GRADER)}
     variants = _ordered({v for v, _ in main}, VARIANTS)
     suites = _ordered({s for _, s in main}, SUITES)
     acc = lambda v, s: main[(v, s)]["pass_at_1"] if (v, s) in main else float("nan")  # noqa: E731
-    md = ["# Evaluation report", "", f"Grader for the main tables: `{DEFAULT_GRADER}`. Decoding per variant: "
+    primary = {s: main[(v, s)]["grader"] for v, s in main}
+    md = ["# Evaluation report", "", "Primary grader per suite (the main tables): "
+          + ", ".join(f"{s} = `{primary[s]}`" for s in suites) + ". Decoding per variant: "
           + ", ".join(f"{v} = {main[(v, suites[0])]['decoding']} (k={main[(v, suites[0])]['k']})" for v in variants), ""]
 
     md += ["## Variant comparison (pass@1, gap to base)", ""]

@@ -101,3 +101,12 @@ def perturbation_drops(generations: list[dict], graded: list[dict], suite_rows: 
              "perturbed_pass_at_1": sum(p for _, p in values) / len(values),
              "drop": sum(o - p for o, p in values) / len(values)}
             for (variant, kind), values in sorted(pairs.items())]
+
+
+def mark_primary(scores: list[dict], answer_types: dict[str, str]) -> list[dict]:
+    """Flag each (variant, suite) row of the suite's primary grader: math-verify for a ``math`` suite
+    (LaTeX answers), ``exact`` otherwise; the report's main tables read the primary rows."""
+    from pipelines.data.suites import PRIMARY_GRADER
+
+    return [{**row, "primary": row["grader"] == PRIMARY_GRADER.get(answer_types.get(row["suite"], "number"),
+                                                                    DEFAULT_GRADER)} for row in scores]

@@ -84,3 +84,22 @@ def test_perturbation_drop_is_paired_per_kind_and_reported():
     assert drops[("reasoning", "order")]["drop"] == 0.0 and drops[("base", "numbers")]["drop"] == 0.0
     report = build_report(score(generations, graded), perturbation_drops(generations, graded, suites))
     assert "| reasoning | numbers | 1 | 1.000 | 0.500 | 0.500 |" in report.markdown
+
+
+def test_a_math_suite_is_reported_with_math_verify_as_its_primary_grader():
+    """LaTeX gold answers: `exact` reads no number from \\frac{1}{2}; the report's main tables must not
+    show such a suite at 0 when math-verify grades it right."""
+    from pipelines.evaluation.scoring import mark_primary
+
+    rows = [_row(v, suite, "p1", 0, out, gold, "sample") for v in ("base", "reasoning")
+            for suite, out, gold in (("in_distribution", "#### 4", "4"),
+                                     ("math500", "The answer is $\\boxed{\\frac{1}{2}}$", "\\frac{1}{2}"))]
+    graded = grade_generations(rows, workers=1)
+    scores = mark_primary(score(rows, graded), {"in_distribution": "number", "math500": "math"})
+    primary = {(s["suite"], s["grader"]) for s in scores if s["primary"]}
+    assert primary == {("in_distribution", "exact"), ("math500", "math_verify")}
+    by_grader = {(s["suite"], s["grader"]): s["pass_at_1"] for s in scores if s["variant"] == "reasoning"}
+    assert by_grader[("math500", "exact")] == 0.0 and by_grader[("math500", "math_verify")] == 1.0
+    report = build_report(scores).markdown
+    assert "math500 = `math_verify`" in report and "in_distribution = `exact`" in report
+    assert "| reasoning | 1.000 | 0.000 | 1.000 | 0.000 |" in report  # both suites at 1.0 in the main table
