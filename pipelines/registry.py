@@ -1,8 +1,9 @@
 """MLflow model registry for checkpoints: one registered model per variant, a ``champion`` alias.
 
 A checkpoint becomes an MLflow logged model of the run that trained it, and that model a model version
-(source ``models:/<model id>``, ``run_id`` the training run), so the registry page leads to the loss
-curves and params. The logged model is *external*: it points at the published checkpoint directory
+(``run_id`` the training run, ``model_id`` the logged model), so the registry page leads to the loss
+curves and params. The version's source is the logged model's artifact location, not ``models:/<id>``:
+a SQLite registry resolves that URI through the process-global tracking URI, not this client's. The logged model is *external*: it points at the published checkpoint directory
 (``checkpoint_uri``; versions are kept there for lineage) instead of copying gigabytes of weights into
 the artifact store. Versions are tagged with the checkpoint version (its fingerprint), so registering
 again is a no-op, and with their scores on a named set of eval suites (``suites_fingerprint``), so a
@@ -27,6 +28,7 @@ SUITES_TAG = "suites_fingerprint"
 SCORES_TAG = "scores"
 GATE_TAG = "gate_passed_against"  # the champion version a candidate was gated against (or "none")
 CHECKPOINT_URI_TAG = "checkpoint_uri"  # file URI of the published checkpoint directory
+MODEL_ID_TAG = "model_id"  # the logged model (MLflow returns versions without their model_id)
 CHECKPOINT_ARTIFACT = "checkpoint"  # where versions registered before logged models copied their files
 MODEL_TYPE = "transformers-checkpoint"  # a save_pretrained directory: weights, config, tokenizer
 
@@ -44,7 +46,6 @@ class RegisteredVersion:
     suites_fingerprint: str | None
     scores: dict[str, float] | None
     tags: dict[str, str]
-    source: str = ""
 
     @property
     def uri(self) -> str:
@@ -53,7 +54,7 @@ class RegisteredVersion:
     @property
     def model_id(self) -> str | None:
         """The logged model behind the version (None for versions registered from a run's artifacts)."""
-        return self.source.removeprefix("models:/") if self.source.startswith("models:/m-") else None
+        return self.tags.get(MODEL_ID_TAG)
 
 
 class ModelRegistry:
@@ -98,14 +99,14 @@ class ModelRegistry:
                 name, description="llm-lineage checkpoints; the 'champion' alias is the promoted one"))
         tags = {CHECKPOINT_TAG: checkpoint_version, CHECKPOINT_URI_TAG: checkpoint_dir.resolve().as_uri(),
                 **(tags or {})}
-        model_id = self._logged_model(run_id, model_name or name, tags)
+        model = self._logged_model(run_id, model_name or name, tags)
         version = self._call(lambda: self.client.create_model_version(
-            name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id, tags=tags,
-            description=description))
+            name, source=model.artifact_location, run_id=run_id, model_id=model.model_id,
+            tags={**tags, MODEL_ID_TAG: model.model_id}, description=description))
         return _registered(version)
 
-    def _logged_model(self, run_id: str, name: str, tags: dict[str, str]) -> str:
-        """The id of run ``run_id``'s external logged model of this checkpoint (created once, READY)."""
+    def _logged_model(self, run_id: str, name: str, tags: dict[str, str]):
+        """Run ``run_id``'s external logged model of this checkpoint (created once, READY)."""
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
         from mlflow.models.utils import get_external_mlflow_model_spec
         from mlflow.utils.mlflow_tags import MLFLOW_MODEL_IS_EXTERNAL
@@ -114,7 +115,7 @@ class ModelRegistry:
         for model in self._call(lambda: self.client.search_logged_models(
                 [experiment_id], filter_string=f"tags.{CHECKPOINT_TAG} = '{tags[CHECKPOINT_TAG]}'")):
             if model.source_run_id == run_id and model.status == LoggedModelStatus.READY:
-                return model.model_id  # an earlier attempt created it, then failed before registering
+                return model  # an earlier attempt created it, then failed before registering
         model = self._call(lambda: self.client.create_logged_model(
             experiment_id, name=name, source_run_id=run_id, tags={MLFLOW_MODEL_IS_EXTERNAL: "true", **tags},
             model_type=MODEL_TYPE))
@@ -122,10 +123,10 @@ class ModelRegistry:
         with tempfile.TemporaryDirectory(prefix="mlmodel-") as scratch:
             get_external_mlflow_model_spec(model).save(str(Path(scratch) / "MLmodel"))
             self._call(lambda: self.client.log_model_artifacts(model.model_id, scratch))
-        self._call(lambda: self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY))
+        model = self._call(lambda: self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY))
         # listed among the run's outputs (its "Logged models"), as mlflow's own log_model does
         self._call(lambda: self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)]))
-        return model.model_id
+        return model
 
     def record_scores(self, version: RegisteredVersion, suites_fingerprint: str,
                       scores: dict[str, float]) -> RegisteredVersion:
@@ -179,4 +180,4 @@ def _registered(version) -> RegisteredVersion:
     tags = version.tags or {}
     scores = json.loads(tags[SCORES_TAG]) if SCORES_TAG in tags else None
     return RegisteredVersion(version.name, str(version.version), tags.get(CHECKPOINT_TAG, ""), version.run_id,
-                             tags.get(SUITES_TAG), scores, dict(tags), version.source or "")
+                             tags.get(SUITES_TAG), scores, dict(tags))

@@ -58,8 +58,9 @@ def test_the_version_is_a_logged_model_of_the_training_run_and_links_back_to_dag
 
     # the registered version is the training run, through a logged model of it that points at the checkpoint
     assert version.run_id == training_run_id and metadata["mlflow_run_id"] == training_run_id
-    model_id = version.source.removeprefix("models:/")
+    model_id = version.tags["model_id"]
     model = client.get_logged_model(model_id)
+    assert version.source == model.artifact_location
     published = resources["checkpoints"].current("instruct_checkpoint")
     assert model.source_run_id == training_run_id and model.name == "instruct_checkpoint"
     assert model.tags[MLFLOW_MODEL_IS_EXTERNAL] == "true" and model.tags["checkpoint_uri"] == published.as_uri()

@@ -132,3 +132,17 @@ def test_versions_registered_before_logged_models_still_give_their_files(tmp_pat
                                 tags={"checkpoint_version": "old111"})
     files = registry.checkpoint_files(registry.find("gating-test-legacy", "old111"), tmp_path / "scratch")
     assert (files / "model.safetensors").read_bytes() == b"old"
+
+
+def test_the_default_sqlite_store_registers_a_logged_model_of_the_training_run(tmp_path):
+    """A SQLite registry resolves a ``models:/`` source through the process-wide tracking URI, not the
+    client's: registration names the logged model's location instead, and works there too."""
+    tracking = MLflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=str(tmp_path / "a"))
+    with tracking.start_run("train") as training:
+        pass
+    checkpoint = _checkpoint(tmp_path, "ccc333", b"weights", training.run_id)
+    version = register_candidate(tracking.registry(), "sqlite-instruct", "instruct", checkpoint,
+                                 _scores("instruct", "ccc333", {"in_distribution": 0.5}), SUITES, "exact", None)
+    assert version.run_id == training.run_id and version.model_id is not None
+    assert tracking.client().get_logged_model(version.model_id).source_run_id == training.run_id
+    assert tracking.registry().checkpoint_files(version, tmp_path / "scratch") == checkpoint
