@@ -2,13 +2,13 @@
 
 A checkpoint becomes an MLflow logged model of the run that trained it, and that model a model version
 (``run_id`` the training run, ``model_id`` the logged model), so the registry page leads to the loss
-curves and params. The version's source is the logged model's artifact location, not ``models:/<id>``:
-a SQLite registry resolves that URI through the process-global tracking URI, not this client's. The logged model is *external*: it points at the published checkpoint directory
+curves and params. The logged model is *external*: it points at the published checkpoint directory
 (``checkpoint_uri``; versions are kept there for lineage) instead of copying gigabytes of weights into
-the artifact store. Versions are tagged with the checkpoint version (its fingerprint), so registering
-again is a no-op, and with their scores on a named set of eval suites (``suites_fingerprint``), so a
-later candidate can be compared on the same items. Every call goes through the store lock, as in
-``pipelines.tracking``.
+the artifact store. The version's source is the logged model's artifact location, not ``models:/<id>``,
+which a SQLite registry resolves through the process-global tracking URI, not this client's. Versions
+are tagged with the checkpoint version (its fingerprint), so registering again is a no-op, and with
+their scores on a named set of eval suites (``suites_fingerprint``), so a later candidate can be
+compared on the same items. Every call goes through the store lock, as in ``pipelines.tracking``.
 """
 
 from __future__ import annotations
