@@ -6,6 +6,7 @@ the same inputs reuses the stored rows instead of regenerating or re-grading.
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -24,6 +25,7 @@ from pipelines.evaluation.scoring import grade_generations, mark_primary, pertur
 from pipelines.evaluation.summary import SUMMARY_COLUMNS, SUMMARY_TABLE, metric_points, summary_columns, summary_rows
 from pipelines.evaluation.versioning import generation_fingerprint, scores_fingerprint, suites_fingerprint
 from pipelines.profiles import with_overrides
+from pipelines.training.base_model import model_content_version, resolve_base_model
 from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking
 
 GENERATIONS_TABLE = "eval_generations"
@@ -68,6 +70,22 @@ class EvalConfig(dg.Config):
     stop_strings: list[str] | None = Field(default=None, description="cut outputs at these strings")
     backend: str | None = Field(default=None, description="hf | vllm (vllm: GPU, sampling/greedy only)")
     chat: EvalChatConfig = EvalChatConfig()
+    published_model: str | None = Field(default=None, description="Evaluate this model instead of the "
+                                        "lineage's checkpoint, as this variant's row of the report (decoded as "
+                                        "the paper prescribes for the kind): a local HF directory or a cached "
+                                        "hub id, recorded by the SHA-256 of its files.")
+
+
+def _model_under_test(config: EvalConfig, checkpoints: CheckpointStore, checkpoint_name: str,
+                      variant: str) -> tuple[Path, str, list[dict]]:
+    """(directory, version, audit sources): the lineage's checkpoint, or a published model by content."""
+    if config.published_model is None:
+        model_dir = checkpoints.current(checkpoint_name)
+        return model_dir, model_dir.name, []
+    model_dir = resolve_base_model(config.published_model, field=f"eval_{variant}.published_model")
+    content = model_content_version(model_dir)
+    return model_dir, f"published-{content[:16]}", [{"published_model": config.published_model,
+                                                     "path": str(model_dir), "sha256": content}]
 
 
 def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.AssetsDefinition:
@@ -81,23 +99,24 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
     def _eval(context: dg.AssetExecutionContext, config: EvalConfig, duckdb: DuckDBStore,
               checkpoints: CheckpointStore, mlflow: MLflowTracking, profile: LineageProfile) -> dg.MaterializeResult:
         decoding = with_overrides(profile.settings().eval.decoding_for(variant), config.model_dump())
-        model_dir = checkpoints.current(checkpoint_name)
+        model_dir, model_version, sources = _model_under_test(config, checkpoints, checkpoint_name, variant)
         suites = duckdb.rows("eval_suites")
         chat = prompt_options(variant, model_dir)  # as the checkpoint was trained, unless overridden
         if variant != BASE:  # the base variant continues the corpus format: no chat template
             chat = chat.overridden(config.chat.system_prompt, config.chat.chat_template_kwargs)
-        fingerprint = generation_fingerprint(variant, model_dir.name, suites_fingerprint(suites), decoding.describe(),
+        fingerprint = generation_fingerprint(variant, model_version, suites_fingerprint(suites), decoding.describe(),
                                              chat.fingerprint_content())
-        chat_metadata = {"chat_options": dg.MetadataValue.json(chat.record())}
+        chat_metadata = {"chat_options": dg.MetadataValue.json(chat.record()), "model_version": model_version,
+                         "published_model": config.published_model or ""}
         if _stored_fingerprints(duckdb, GENERATIONS_TABLE, "eval_fingerprint", "WHERE variant = ?", [variant]) \
                 == {fingerprint}:
-            return recorded(context, duckdb, _reused(context, f"eval_{variant}", fingerprint,
-                                                     {"model_version": model_dir.name, **chat_metadata}), config)
+            return recorded(context, duckdb, _reused(context, f"eval_{variant}", fingerprint, chat_metadata), config,
+                            sources=sources)
         with mlflow.start_run(run_name=f"eval_{variant}", tags=mlflow.dagster_tags(context)) as run:
             run.log_params({"variant": variant, "checkpoint": str(model_dir), **asdict(decoding),
                             **{f"chat.{key}": value for key, value in chat.record().items()}})
             rows = [{**row, "eval_fingerprint": fingerprint}
-                    for row in generate_samples(variant, model_dir, suites, decoding, model_version=model_dir.name,
+                    for row in generate_samples(variant, model_dir, suites, decoding, model_version=model_version,
                                                 chat=chat)]
             seconds = sum(r["seconds"] for r in rows)
             run.log_metrics({"samples": len(rows), "samples_per_second": len(rows) / seconds})
@@ -107,10 +126,9 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
             "reused": False, "fingerprint": fingerprint,
             "dagster/row_count": len(rows), "decoding": dg.MetadataValue.json(asdict(decoding)),
             "generation_seconds": round(seconds, 2), "samples_per_second": round(len(rows) / seconds, 2),
-            "model_version": model_dir.name, **chat_metadata,
-            "samples": preview(rows, ["suite", "sample_index", "output", "gold"]),
+            **chat_metadata, "samples": preview(rows, ["suite", "sample_index", "output", "gold"]),
             **mlflow_metadata(run),
-        }), config)
+        }), config, sources=sources)
 
     return _eval
 

@@ -21,12 +21,13 @@ class BaseModelNotFound(FileNotFoundError):
     pass
 
 
-def resolve_base_model(reference: str, cache_dir: str | Path | None = None) -> Path:
-    """The directory that ``reference`` (a local directory or a cached Hub id) names, or a clear error."""
+def resolve_base_model(reference: str, cache_dir: str | Path | None = None, field: str = FIELD) -> Path:
+    """The directory that ``reference`` (a local directory or a cached Hub id) names, or a clear error
+    naming the config ``field`` it came from."""
     if looks_like_local_path(reference):
-        path = confine(reference, FIELD)
+        path = confine(reference, field)
         if not path.is_dir():
-            raise BaseModelNotFound(f"{FIELD}: no such directory: {path} (configured as '{reference}')")
+            raise BaseModelNotFound(f"{field}: no such directory: {path} (configured as '{reference}')")
         return path
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
@@ -35,7 +36,7 @@ def resolve_base_model(reference: str, cache_dir: str | Path | None = None) -> P
         return Path(snapshot_download(reference, local_files_only=True, cache_dir=cache_dir))
     except (LocalEntryNotFoundError, HFValidationError, OSError) as error:
         raise BaseModelNotFound(
-            f"{FIELD}: '{reference}' is neither a directory (no such directory: {confine(reference, FIELD)}) "
+            f"{field}: '{reference}' is neither a directory (no such directory: {confine(reference, field)}) "
             f"nor a model in the local Hugging Face cache: download it first (`hf download {reference}`), "
             f"or give the directory's path") from error
 

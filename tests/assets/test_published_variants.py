@@ -1,0 +1,53 @@
+"""Published models as the base / instruct / reasoning rows of the same report (issue #17): the paper
+compares published checkpoints side by side; only the lineage's own could be evaluated. Tiny local
+stand-ins with real tokenizers and chat templates play the published models."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from assets.datasets import eval_suites
+from assets.evals import eval_base, eval_instruct, eval_reasoning, eval_report, eval_scores
+from assets.raw import raw_problems
+from pipelines.definitions import default_resources
+from pipelines.training.base_model import BaseModelNotFound, model_content_version
+from tests.fixtures.hf_models import save_llama3_instruct, save_qwen3_base
+
+pytestmark = pytest.mark.slow  # three models generate on every suite
+
+
+def test_published_models_are_evaluated_as_the_reports_variants(tmp_path):
+    home = tmp_path / "lineage"
+    resources = default_resources(home, profile="smoke", tracking_uri=f"sqlite:///{home}/mlflow.db")
+    base, instruct = save_qwen3_base(tmp_path / "Qwen3-Base"), save_llama3_instruct(tmp_path / "Llama-3-Instruct")
+    models = {"base": base, "instruct": instruct, "reasoning": base}
+    ops = {f"eval_{variant}": {"config": {"published_model": str(path), "max_new_tokens": 4, "samples": 1}}
+           for variant, path in models.items()}
+    result = dg.materialize([raw_problems, eval_suites, eval_base, eval_instruct, eval_reasoning, eval_scores,
+                             eval_report], resources=resources, run_config={"ops": ops},
+                            selection=["raw_problems", "eval_suites", "eval_base", "eval_instruct", "eval_reasoning",
+                                       "eval_scores", "eval_report"])
+    assert result.success
+    store = resources["duckdb"]
+    versions = {r["variant"]: r["model_version"] for r in
+                store.query("SELECT DISTINCT variant, model_version FROM eval_generations")}
+    assert versions == {v: f"published-{model_content_version(p)[:16]}" for v, p in models.items()}
+    assert {r["variant"] for r in store.query("SELECT DISTINCT variant FROM eval_scores")} == set(models)
+    report = result.asset_materializations_for_node("eval_report")[-1].metadata["report"].value
+    assert all(f"| {variant} |" in report for variant in models)
+    [audit] = store.query("SELECT sources FROM lineage WHERE asset = 'eval_instruct'")
+    assert json.loads(audit["sources"]) == [{"published_model": str(instruct), "path": str(instruct),
+                                             "sha256": model_content_version(instruct)}]
+
+
+def test_a_missing_published_model_is_named_in_the_error(tmp_path):
+    home = tmp_path / "lineage"
+    resources = default_resources(home, profile="smoke", tracking_uri=f"sqlite:///{home}/mlflow.db")
+    missing = tmp_path / "nowhere"
+    result = dg.materialize([raw_problems, eval_suites, eval_instruct], resources=resources, raise_on_error=False,
+                            selection=["raw_problems", "eval_suites", "eval_instruct"],
+                            run_config={"ops": {"eval_instruct": {"config": {"published_model": str(missing)}}}})
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert f"eval_instruct.published_model: no such directory: {missing}" in str(failure.event_specific_data.error)
+    assert BaseModelNotFound.__name__ in str(failure.event_specific_data.error)
