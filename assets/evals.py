@@ -17,13 +17,15 @@ from assets._pools import ACCELERATOR
 from assets._lineage import recorded
 from assets._metadata import metadata_of_build, mlflow_metadata, preview, table
 from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint
-from assets.datasets import eval_suites
+from assets._tables import read_published
+from assets.datasets import eval_suites, training_problems
 from pipelines.evaluation.decoding import generate_samples, prompt_options
-from pipelines.evaluation.prompts import BASE, INSTRUCT, REASONING
+from pipelines.evaluation.prompts import BASE, INSTRUCT, REASONING, few_shot_exemplars
 from pipelines.evaluation.reporting import build_report, embed_png
 from pipelines.evaluation.scoring import grade_generations, mark_primary, perturbation_drops, score
 from pipelines.evaluation.summary import SUMMARY_COLUMNS, SUMMARY_TABLE, metric_points, summary_columns, summary_rows
 from pipelines.evaluation.versioning import generation_fingerprint, scores_fingerprint, suites_fingerprint
+from pipelines.lineage import content_fingerprint
 from pipelines.profiles import with_overrides
 from pipelines.training.base_model import model_content_version, resolve_base_model
 from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking
@@ -70,6 +72,8 @@ class EvalConfig(dg.Config):
     stop_strings: list[str] | None = Field(default=None, description="cut outputs at these strings")
     backend: str | None = Field(default=None, description="hf | vllm (vllm: GPU, sampling/greedy only)")
     chat: EvalChatConfig = EvalChatConfig()
+    few_shot: int | None = Field(default=None, ge=0, description="Worked exemplars from the training split "
+                                 "(drawn with the decoding seed) before each question; 0: zero-shot.")
     published_model: str | None = Field(default=None, description="Evaluate this model instead of the "
                                         "lineage's checkpoint, as this variant's row of the report (decoded as "
                                         "the paper prescribes for the kind): a local HF directory or a cached "
@@ -91,7 +95,7 @@ def _model_under_test(config: EvalConfig, checkpoints: CheckpointStore, checkpoi
 def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.AssetsDefinition:
     checkpoint_name = checkpoint.key.path[-1]
 
-    @dg.asset(name=f"eval_{variant}", group_name="evals", deps=[checkpoint, eval_suites],
+    @dg.asset(name=f"eval_{variant}", group_name="evals", deps=[checkpoint, eval_suites, training_problems],
               kinds={"pytorch", "duckdb", "mlflow"}, **ACCELERATOR,
               automation_condition=UPSTREAM_DATA_CHANGED, description=(
                   f"The {variant} checkpoint generating on every eval suite with its fair decoding; "
@@ -104,7 +108,10 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
         chat = prompt_options(variant, model_dir)  # as the checkpoint was trained, unless overridden
         if variant != BASE:  # the base variant continues the corpus format: no chat template
             chat = chat.overridden(config.chat.system_prompt, config.chat.chat_template_kwargs)
-        fingerprint = generation_fingerprint(variant, model_version, suites_fingerprint(suites), decoding.describe(),
+        exemplars = few_shot_exemplars(read_published(context, duckdb, training_problems)[0] if decoding.few_shot
+                                       else [], decoding.few_shot, decoding.seed)
+        fingerprint = generation_fingerprint(variant, model_version, suites_fingerprint(suites), decoding.describe()
+                                             + (f"|shots:{content_fingerprint(exemplars)}" if exemplars else ""),
                                              chat.fingerprint_content())
         chat_metadata = {"chat_options": dg.MetadataValue.json(chat.record()), "model_version": model_version,
                          "published_model": config.published_model or ""}
@@ -117,7 +124,7 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
                             **{f"chat.{key}": value for key, value in chat.record().items()}})
             rows = [{**row, "eval_fingerprint": fingerprint}
                     for row in generate_samples(variant, model_dir, suites, decoding, model_version=model_version,
-                                                chat=chat)]
+                                                chat=chat, exemplars=exemplars)]
             seconds = sum(r["seconds"] for r in rows)
             run.log_metrics({"samples": len(rows), "samples_per_second": len(rows) / seconds})
             run.log_text("\n".join(json.dumps(r, default=str) for r in rows), "samples.jsonl")

@@ -37,6 +37,7 @@ class Decoding:
     temperature: float = 0.0
     stop_strings: tuple[str, ...] = ()  # cut from the output; e.g. a base model starting the next "Question:"
     backend: str = HF  # hf | vllm (same interface; CoT decoding needs hf)
+    few_shot: int = 0  # worked exemplars from the training split before each question (prompts.few_shot_turns)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop_strings", tuple(self.stop_strings))  # Launchpad config gives lists
@@ -46,11 +47,16 @@ class Decoding:
             raise ValueError(f"decoding needs at least 1 sample/branch, got {self.samples}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown generation backend '{self.backend}', expected one of {BACKENDS}")
+        if self.few_shot < 0:
+            raise ValueError(f"few_shot must be >= 0, got {self.few_shot}")
         if self.method == "cot" and self.backend != HF:
             raise ValueError("CoT decoding reads per-step logits of each branch: it needs backend 'hf'")
 
     def describe(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        described = asdict(self)
+        if not self.few_shot:  # zero-shot describes itself as before few-shot existed: stored rows stay reusable
+            described.pop("few_shot")
+        return json.dumps(described, sort_keys=True)
 
 
 def sample_id(*parts: str) -> str:
@@ -77,7 +83,8 @@ def prompt_options(variant: str, model_dir: Path, chat: ChatOptions | None = Non
 
 
 def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding: Decoding,
-                     model_version: str, chat: ChatOptions | None = None) -> list[dict]:
+                     model_version: str, chat: ChatOptions | None = None,
+                     exemplars: list[dict] | tuple = ()) -> list[dict]:
     """One row per (item, sample): the stored generations that every grader later reads. ``chat``:
     see ``prompt_options`` (default: the checkpoint's recorded system prompt and template kwargs)."""
     chat = prompt_options(variant, model_dir, chat)
@@ -93,7 +100,7 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
         per_batch = max(1, decoding.batch_size // decoding.samples)
         for start in range(0, len(ordered), per_batch):
             batch = ordered[start:start + per_batch]
-            prompts = [build_prompt(variant, item["question"], tokenizer, chat) for item in batch]
+            prompts = [build_prompt(variant, item["question"], tokenizer, chat, exemplars) for item in batch]
             started = time.perf_counter()
             results = cot_decode_batch(model, tokenizer, prompts, decoding.samples, decoding.max_new_tokens, stop_ids,
                                        decoding.stop_strings)
@@ -104,7 +111,7 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
                     rows.append(_row(common, item, index, decoding.seed, prompt, branch.text, branch.output_tokens,
                                      tokenizer, seconds, selected=index == selected, confidence=branch.confidence))
         return rows
-    prompts = [build_prompt(variant, item["question"], tokenizer, chat) for item in items]
+    prompts = [build_prompt(variant, item["question"], tokenizer, chat, exemplars) for item in items]
     for index in range(decoding.samples):
         seed = decoding.seed + index
         run = backend.generate(prompts, decoding.max_new_tokens, decoding.batch_size,

@@ -3,7 +3,9 @@ with the chat options their checkpoint was trained with (system prompt, template
 
 from __future__ import annotations
 
-from pipelines.data.formats import base_prompt, user_messages
+import random
+
+from pipelines.data.formats import assistant_messages, base_prompt, corpus_document, user_messages
 from pipelines.training.chat_options import ChatOptions
 
 BASE = "base"
@@ -12,9 +14,28 @@ REASONING = "reasoning"
 VARIANTS = (BASE, INSTRUCT, REASONING)
 
 
-def build_prompt(variant: str, question: str, tokenizer, chat: ChatOptions | None = None) -> str:
+def build_prompt(variant: str, question: str, tokenizer, chat: ChatOptions | None = None,
+                 exemplars: list[dict] | tuple = ()) -> str:
+    """The prompt for ``question``; ``exemplars`` (training problems: question, solution, answer) make it
+    few-shot CoT: for the base model as earlier Question/Answer documents, for chat models as prior turns
+    whose answers show the worked solution as visible text (as lm-eval's multi-turn CoT few-shot does):
+    inside ``<think>`` it would be dropped by templates that strip earlier turns' thinking, Qwen3's among them."""
     if variant == BASE:
-        return base_prompt(question)
+        shots = "".join(corpus_document(e["question"], e["solution"], e["answer"]) + "\n\n" for e in exemplars)
+        return shots + base_prompt(question)
     if variant in (INSTRUCT, REASONING):
-        return (chat or ChatOptions()).generation_prompt(tokenizer, user_messages(question))
+        turns = [turn for e in exemplars for turn in user_messages(e["question"]) + assistant_messages(
+            f"{e['solution']} The answer is {e['answer']}.")]
+        return (chat or ChatOptions()).generation_prompt(tokenizer, turns + user_messages(question))
     raise ValueError(f"unknown variant '{variant}', expected one of {VARIANTS}")
+
+
+def few_shot_exemplars(training_rows: list[dict], n: int, seed: int) -> list[dict]:
+    """``n`` training problems with a worked solution, drawn with ``seed``: the same shots for every item."""
+    if n == 0:
+        return []
+    pool = sorted((r for r in training_rows if r.get("solution")), key=lambda r: r["problem_id"])
+    if len(pool) < n:
+        raise ValueError(f"few_shot {n}: only {len(pool)} training problems with a worked solution to draw from")
+    return [{k: r[k] for k in ("problem_id", "question", "solution", "answer")}
+            for r in random.Random(seed).sample(pool, n)]

@@ -46,7 +46,8 @@ def build_report(scores: list[dict], perturbation_drops: list[dict] = ()) -> Rep
     primary = {s: main[(v, s)]["grader"] for v, s in main}
     md = ["# Evaluation report", "", "Primary grader per suite (the main tables): "
           + ", ".join(f"{s} = `{primary[s]}`" for s in suites) + ". Decoding per variant: "
-          + ", ".join(f"{v} = {main[(v, suites[0])]['decoding']} (k={main[(v, suites[0])]['k']})" for v in variants), ""]
+          + ", ".join(f"{v} = {main[(v, suites[0])]['decoding']} (k={main[(v, suites[0])]['k']}, "
+                      f"{main[(v, suites[0])].get('few_shot') or 0}-shot)" for v in variants), ""]
 
     md += ["## Variant comparison (pass@1, gap to base)", ""]
     rows = [[v] + [x for s in suites for x in (acc(v, s), acc(v, s) - acc(BASE, s))] for v in variants]

@@ -40,7 +40,8 @@ def score(generations: list[dict], graded: list[dict]) -> list[dict]:
         for row in rows:
             per_item[row["problem_id"]].append(row)
         n = min(len(samples) for samples in per_item.values())
-        method = json.loads(rows[0]["decoding"])["method"]
+        decoding = json.loads(rows[0]["decoding"])
+        method, shots = decoding["method"], decoding.get("few_shot", 0)
         for grader in graders:
             first, at_k, majority, curve, greedy = [], [], [], [0.0] * n, []
             for samples in per_item.values():
@@ -56,7 +57,8 @@ def score(generations: list[dict], graded: list[dict]) -> list[dict]:
                 majority.append(float(majority_verdict(answers, correct)))
             items = len(per_item)
             scores.append({
-                "variant": variant, "suite": suite, "grader": grader, "decoding": method, "items": items, "k": n,
+                "variant": variant, "suite": suite, "grader": grader, "decoding": method, "few_shot": shots,
+                "items": items, "k": n,
                 "model_version": rows[0].get("model_version"),
                 "pass_at_1": sum(first) / items, "pass_at_k": sum(at_k) / items, "maj_at_k": sum(majority) / items,
                 "greedy_pass_at_1": sum(greedy) / items if greedy else None,

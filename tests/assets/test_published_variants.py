@@ -7,7 +7,7 @@ import json
 import dagster as dg
 import pytest
 
-from assets.datasets import eval_suites
+from assets.datasets import eval_suites, training_problems
 from assets.evals import eval_base, eval_instruct, eval_reasoning, eval_report, eval_scores
 from assets.raw import raw_problems
 from pipelines.definitions import default_resources
@@ -24,10 +24,11 @@ def test_published_models_are_evaluated_as_the_reports_variants(tmp_path):
     models = {"base": base, "instruct": instruct, "reasoning": base}
     ops = {f"eval_{variant}": {"config": {"published_model": str(path), "max_new_tokens": 4, "samples": 1}}
            for variant, path in models.items()}
-    result = dg.materialize([raw_problems, eval_suites, eval_base, eval_instruct, eval_reasoning, eval_scores,
-                             eval_report], resources=resources, run_config={"ops": ops},
-                            selection=["raw_problems", "eval_suites", "eval_base", "eval_instruct", "eval_reasoning",
-                                       "eval_scores", "eval_report"])
+    ops["eval_base"]["config"]["few_shot"] = 2  # the paper's few-shot CoT for the base model
+    result = dg.materialize([raw_problems, eval_suites, training_problems, eval_base, eval_instruct, eval_reasoning,
+                             eval_scores, eval_report], resources=resources, run_config={"ops": ops},
+                            selection=["raw_problems", "eval_suites", "training_problems", "eval_base", "eval_instruct",
+                                       "eval_reasoning", "eval_scores", "eval_report"])
     assert result.success
     store = resources["duckdb"]
     versions = {r["variant"]: r["model_version"] for r in
@@ -35,7 +36,10 @@ def test_published_models_are_evaluated_as_the_reports_variants(tmp_path):
     assert versions == {v: f"published-{model_content_version(p)[:16]}" for v, p in models.items()}
     assert {r["variant"] for r in store.query("SELECT DISTINCT variant FROM eval_scores")} == set(models)
     report = result.asset_materializations_for_node("eval_report")[-1].metadata["report"].value
-    assert all(f"| {variant} |" in report for variant in models)
+    assert all(f"| {variant} |" in report for variant in models) and "base = cot (k=1, 2-shot)" in report
+    prompts = {r["variant"]: r["prompt"] for r in store.query("SELECT variant, any_value(prompt) AS prompt "
+                                                             "FROM eval_generations GROUP BY variant")}
+    assert prompts["base"].count("Question:") == 3 and prompts["instruct"].count("Question:") == 0
     [audit] = store.query("SELECT sources FROM lineage WHERE asset = 'eval_instruct'")
     assert json.loads(audit["sources"]) == [{"published_model": str(instruct), "path": str(instruct),
                                              "sha256": model_content_version(instruct)}]

@@ -103,3 +103,32 @@ def test_a_math_suite_is_reported_with_math_verify_as_its_primary_grader():
     report = build_report(scores).markdown
     assert "math500 = `math_verify`" in report and "in_distribution = `exact`" in report
     assert "| reasoning | 1.000 | 0.000 | 1.000 | 0.000 |" in report  # both suites at 1.0 in the main table
+
+
+def test_few_shot_prompts_put_training_exemplars_before_the_question(tmp_path):
+    """The paper compares zero-shot with few-shot CoT; there was no few-shot prompting."""
+    from transformers import AutoTokenizer
+
+    from pipelines.evaluation.decoding import Decoding
+    from pipelines.evaluation.prompts import build_prompt, few_shot_exemplars
+    from tests.fixtures.hf_models import save_qwen3_base
+
+    train = [{"problem_id": f"p{i}", "question": f"What is {i} + 1?", "solution": f"{i} + 1 = {i + 1}.",
+              "answer": str(i + 1)} for i in range(10)]
+    shots = few_shot_exemplars(train, 2, seed=0)
+    assert shots == few_shot_exemplars(train, 2, seed=0) and len({s["problem_id"] for s in shots}) == 2
+    base = build_prompt("base", "What is 7 + 7?", None, exemplars=shots)
+    assert base.count("Question:") == 3 and base.endswith("Question: What is 7 + 7?\nAnswer:")
+    assert f"#### {shots[0]['answer']}\n\nQuestion:" in base
+
+    tokenizer = AutoTokenizer.from_pretrained(save_qwen3_base(tmp_path / "qwen3"))  # Qwen3's real chat template
+    reasoning = build_prompt("reasoning", "What is 7 + 7?", tokenizer, exemplars=shots)
+    assert reasoning.count("<|im_start|>user") == 3 and shots[0]["solution"] in reasoning
+    assert reasoning.endswith("<|im_start|>user\nWhat is 7 + 7?<|im_end|>\n<|im_start|>assistant\n")
+    shown = f"<|im_start|>assistant\n{shots[1]['solution']} The answer is {shots[1]['answer']}.<|im_end|>"
+    assert shown in reasoning  # visible: Qwen3's template drops earlier turns' <think> content
+    assert build_prompt("instruct", "What is 7 + 7?", tokenizer, exemplars=shots) == reasoning
+    zero = Decoding("sample", 8, 4, 0)
+    assert "few_shot" not in zero.describe() and '"few_shot": 5' in Decoding("sample", 8, 4, 0, few_shot=5).describe()
+    with pytest.raises(ValueError, match="only 10 training problems"):
+        few_shot_exemplars(train, 11, seed=0)
