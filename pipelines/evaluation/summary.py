@@ -3,7 +3,8 @@
 Logged as 36 single values (variant x suite x grader), MLflow drew 36 one-bar charts. Instead the whole
 grid is one table (``summary_rows``, logged with ``log_table`` and shown in Dagster as a table), pass@k
 is a metric per variant and suite stepped by k (a curve), and only in-distribution pass@1 per variant
-stays a scalar, the headline to compare runs by.
+stays a scalar, the headline to compare runs by. Curves and headlines use each suite's primary grader
+(``primary``, see ``scoring.mark_primary``); the table has every grader.
 """
 
 from __future__ import annotations
@@ -16,22 +17,28 @@ from pipelines.evaluation.scoring import DEFAULT_GRADER
 
 SUMMARY_TABLE = "eval_scores_summary.json"
 # (column, type) of each summary row; the type as Dagster's TableColumn names it
-SUMMARY_COLUMNS = (("variant", "string"), ("suite", "string"), ("grader", "string"), ("decoding", "string"),
-                   ("k", "int"), ("pass_at_1", "float"), ("pass_at_k", "float"), ("maj_at_k", "float"),
-                   ("greedy_pass_at_1", "float"), ("mean_output_tokens", "float"), ("mean_thinking_tokens", "float"))
+SUMMARY_COLUMNS = (("variant", "string"), ("suite", "string"), ("grader", "string"), ("primary", "bool"),
+                   ("decoding", "string"), ("k", "int"), ("pass_at_1", "float"), ("pass_at_k", "float"),
+                   ("maj_at_k", "float"), ("greedy_pass_at_1", "float"), ("mean_output_tokens", "float"),
+                   ("mean_thinking_tokens", "float"))
 
 
 def _rank(value: str, order) -> tuple[int, str]:
     return (order.index(value) if value in order else len(order), value)
 
 
-def summary_rows(scores: list[dict]) -> list[dict]:
-    """One row per variant, suite and grader (the default grader first), with the headline columns."""
-    def key(row):
-        return (_rank(row["variant"], VARIANTS), _rank(row["suite"], SUITES), row["grader"] != DEFAULT_GRADER,
-                row["grader"])
+def _primary(row: dict) -> bool:
+    """Whether the row is its suite's primary grader (rows scored before that flag: the default grader)."""
+    return bool(row.get("primary", row["grader"] == DEFAULT_GRADER))
 
-    return [{column: _rounded(row.get(column)) for column, _ in SUMMARY_COLUMNS} for row in sorted(scores, key=key)]
+
+def summary_rows(scores: list[dict]) -> list[dict]:
+    """One row per variant, suite and grader (the primary grader first), with the headline columns."""
+    def key(row):
+        return (_rank(row["variant"], VARIANTS), _rank(row["suite"], SUITES), not _primary(row), row["grader"])
+
+    return [{column: _rounded(row.get(column)) for column, _ in SUMMARY_COLUMNS} | {"primary": _primary(row)}
+            for row in sorted(scores, key=key)]
 
 
 def _rounded(value):
@@ -43,12 +50,12 @@ def summary_columns(rows: list[dict]) -> dict[str, list]:
     return {column: [row[column] for row in rows] for column, _ in SUMMARY_COLUMNS}
 
 
-def metric_points(scores: list[dict], grader: str = DEFAULT_GRADER) -> list[tuple[str, int, float]]:
-    """(key, step, value) to log: ``pass_at_k/<variant>/<suite>`` at steps k = 1..K, and the headline
-    ``pass_at_1/<variant>`` (in-distribution) at step 0. Other graders are in the table."""
+def metric_points(scores: list[dict]) -> list[tuple[str, int, float]]:
+    """(key, step, value) to log from the primary graders' rows: ``pass_at_k/<variant>/<suite>`` at steps
+    k = 1..K, and the headline ``pass_at_1/<variant>`` (in-distribution) at step 0."""
     points = []
     for row in scores:
-        if row["grader"] != grader:
+        if not _primary(row):
             continue
         curve = json.loads(row["pass_at_k_curve"])
         points += [(f"pass_at_k/{row['variant']}/{row['suite']}", k, value) for k, value in enumerate(curve, 1)]

@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets.evals import eval_scores
 from pipelines.definitions import default_resources
-from pipelines.evaluation.summary import SUMMARY_TABLE
+from pipelines.evaluation.summary import SUMMARY_TABLE, metric_points, summary_rows
 from tests.conftest import reconfigured
 from tests.pipelines.test_scoring_and_report import _generations
 
@@ -43,13 +43,25 @@ def test_eval_scores_logs_one_table_and_pass_at_k_curves(tmp_path, mlflow_server
     assert len(rows) == 2 * len(SUITES) * GRADERS
     assert {(r["variant"], r["suite"], r["grader"]) for r in rows} == {
         (v, s, g) for v in ("base", "reasoning") for s in SUITES for g in ("strict", "flexible", "exact", "math_verify")}
-    assert rows[0] == {  # base first, in-distribution first, the default grader first
-        "variant": "base", "suite": "in_distribution", "grader": "exact", "decoding": "cot", "k": 2,
-        "pass_at_1": 0.5, "pass_at_k": 1.0, "maj_at_k": 0.5, "greedy_pass_at_1": 0.5, "mean_output_tokens": 10.0,
-        "mean_thinking_tokens": 0.0}
+    assert rows[0] == {  # base first, in-distribution first, the suite's primary grader first
+        "variant": "base", "suite": "in_distribution", "grader": "exact", "primary": True, "decoding": "cot",
+        "k": 2, "pass_at_1": 0.5, "pass_at_k": 1.0, "maj_at_k": 0.5, "greedy_pass_at_1": 0.5,
+        "mean_output_tokens": 10.0, "mean_thinking_tokens": 0.0}
 
     # Dagster shows the same table
     summary = result.asset_materializations_for_node("eval_scores")[0].metadata["summary"]
     assert isinstance(summary, dg.TableMetadataValue) and len(summary.records) == len(rows)
     assert summary.records[0].data == rows[0]
     assert [column.name for column in summary.schema.columns] == table["columns"]
+
+
+def test_curves_and_headlines_follow_each_suites_primary_grader():
+    """A math suite is reported with math-verify (scoring.mark_primary): its curve is that grader's."""
+    def row(grader, primary, curve):
+        return {"variant": "reasoning", "suite": "in_distribution", "grader": grader, "primary": primary,
+                "pass_at_1": curve[0], "pass_at_k_curve": json.dumps(curve)}
+
+    scores = [row("exact", False, [0.1, 0.2]), row("math_verify", True, [0.5, 0.7])]
+    assert metric_points(scores) == [("pass_at_k/reasoning/in_distribution", 1, 0.5),
+                                     ("pass_at_k/reasoning/in_distribution", 2, 0.7), ("pass_at_1/reasoning", 0, 0.5)]
+    assert [r["grader"] for r in summary_rows(scores)] == ["math_verify", "exact"]
