@@ -29,6 +29,18 @@ def table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> dg.Metada
                                   schema=dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in columns]))
 
 
+_COLUMN_TYPES = {bool: "bool", int: "int", float: "float", str: "string"}
+
+
+def column_schema(rows: Sequence[dict], columns: Sequence[str] | None = None) -> dg.TableSchema:
+    """``dagster/column_schema`` of a table: its columns, typed by the first non-null value of each."""
+    names = list(columns) if columns else list(rows[0]) if rows else []
+    def kind(name: str) -> str:
+        value = next((row.get(name) for row in rows if row.get(name) is not None), None)
+        return _COLUMN_TYPES.get(type(value), "string")
+    return dg.TableSchema(columns=[dg.TableColumn(name, kind(name)) for name in names])
+
+
 def metadata_of_build(context: dg.AssetExecutionContext, asset: str, data_version: str, search: int = 200) -> dict:
     """The metadata of the materialization of ``asset`` that built ``data_version`` (not a reuse of it), so
     that a reused materialization shows the same figures, plots and MLflow link on its page. Empty when

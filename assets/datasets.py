@@ -16,7 +16,7 @@ from assets._automation import UPSTREAM_DATA_CHANGED
 from assets._pools import ACCELERATOR
 from assets._lineage import recorded, rows_version
 from assets._tables import publish_tables, read_published
-from assets._metadata import preview
+from assets._metadata import column_schema, preview
 from assets.raw import raw_problems, raw_training_data
 from pipelines.data.datasets import (CONTAMINATION_COLUMNS, MIX_MODES, PREFERENCE_COLUMNS, SFT_COLUMNS,
                                      USER_CONTAMINATION_COLUMNS, build_corpus, build_eval_suites, build_preference,
@@ -42,7 +42,8 @@ def _training(context: dg.AssetExecutionContext, duckdb: DuckDBStore) -> tuple[l
 
 def _table_result(rows: list[dict], preview_columns: list[str], **metadata) -> dg.MaterializeResult:
     return dg.MaterializeResult(data_version=dg.DataVersion(rows_version(rows)), metadata={
-        "dagster/row_count": len(rows), "preview": preview(rows, preview_columns), **metadata})
+        "dagster/row_count": len(rows), "dagster/column_schema": column_schema(rows),
+        "preview": preview(rows, preview_columns), **metadata})
 
 
 class ExtraSuite(dg.Config):

@@ -11,7 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets._lineage import recorded, rows_version
-from assets._metadata import preview
+from assets._metadata import column_schema, preview
 from assets._tables import publish_tables
 from pipelines.data.conversations import ROW_COLUMNS
 from pipelines.data.ingest import DEFAULT_MAX_LINE_BYTES, quarantine_problem, quarantine_rate
@@ -125,6 +125,7 @@ def raw_problems(context: dg.AssetExecutionContext, config: RawProblemsConfig, d
         "published": verdict.passed, "train_rows": splits["train"], "test_rows": splits["test"],
         "quarantine_reasons": dg.MetadataValue.json(result.quarantine_counts()),
         "dagster/row_count": len(rows),
+        "dagster/column_schema": column_schema(rows, list(Problem.__dataclass_fields__)),
         "preview": preview(rows, ["split", "question", "solution", "answer"]),
     }, check_results=[verdict]), config, inputs={"raw_data_files": snapshot.fingerprint},
         sources=source_records(result, source, paths, data))
@@ -199,7 +200,7 @@ def raw_training_data(context: dg.AssetExecutionContext, config: RawTrainingData
         "kept": dg.MetadataValue.json(kept), "quarantined": len(result.quarantined), "published": verdict.passed,
         "quarantine_reasons": dg.MetadataValue.json(dict(Counter(q["kind"] for q in result.quarantined))),
         "dagster/row_count": sum(kept.values()),
-        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(c) for c in ROW_COLUMNS]),
+        "dagster/column_schema": column_schema(first, ROW_COLUMNS),
         "preview": preview(first, ["kind", "prompt", "completion", "chosen", "rejected"]),
     }, check_results=[verdict]), config, inputs={"raw_data_files": snapshot.fingerprint}, sources=result.audit())
 

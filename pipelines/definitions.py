@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import dagster as dg  # noqa: E402
 
 from assets import audit, checkpoints, datasets, evals, promotion, raw  # noqa: E402
-from assets._code_versions import CODE_VERSIONS  # noqa: E402
+from assets._catalog import CODE_VERSIONS, OWNERS  # noqa: E402
 from pipelines.automation import (automation_sensor, dead_run_reaper, raw_data_sensor, retrain_job,  # noqa: E402
                                   weekly_retrain)
 from pipelines.executor import step_executor  # noqa: E402
@@ -58,14 +58,15 @@ def default_resources(home: Path | None = None, profile: str | None = None,
 LINEAGE_MODULES = (raw, datasets, checkpoints, evals, promotion, audit)
 
 
-def with_code_versions(assets: list) -> list:
-    """Every materializable asset carries its step code's version (``assets/_code_versions.py``)."""
+def with_catalog_entries(assets: list) -> list:
+    """Every materializable asset carries its step code's version and its owners (``assets/_catalog.py``)."""
     return [a if not isinstance(a, dg.AssetsDefinition) or not a.is_materializable else dg.map_asset_specs(
-        lambda spec: spec.replace_attributes(code_version=CODE_VERSIONS[spec.key.to_user_string()]), [a])[0]
+        lambda spec: spec.replace_attributes(code_version=CODE_VERSIONS[spec.key.to_user_string()],
+                                             owners=OWNERS[spec.group_name]), [a])[0]
         for a in assets]
 
 
-all_assets = with_code_versions(dg.load_assets_from_modules(LINEAGE_MODULES))
+all_assets = with_catalog_entries(dg.load_assets_from_modules(LINEAGE_MODULES))
 all_checks = dg.load_asset_checks_from_modules(LINEAGE_MODULES)
 
 defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[retrain_job],

@@ -116,7 +116,7 @@ def test_workspace_yaml_validates_with_the_dagster_cli(tmp_path):
 
 def test_every_materializable_asset_has_its_step_codes_version():
     """No asset set code_version, so the UI could not show an asset stale after its code changed."""
-    from assets._code_versions import CODE_VERSIONS
+    from assets._catalog import CODE_VERSIONS
     from pipelines.training.job import CODE_VERSION
 
     graph = defs.resolve_asset_graph()
@@ -124,3 +124,21 @@ def test_every_materializable_asset_has_its_step_codes_version():
     assert set(CODE_VERSIONS) == materializable  # every asset listed, nothing stale in the table
     versions = {k.to_user_string(): graph.get(k).code_version for k in graph.materializable_asset_keys}
     assert versions["reasoning_checkpoint"] == CODE_VERSION and all(versions.values())
+
+
+def test_every_materializable_asset_has_owners_and_every_table_a_column_schema(tmp_path):
+    graph = defs.resolve_asset_graph()
+    assert all(graph.get(k).owners for k in graph.materializable_asset_keys)
+    from assets.datasets import eval_suites, sft_dataset, training_problems
+    from assets.raw import raw_problems, raw_training_data
+    from pipelines.definitions import default_resources
+
+    resources = default_resources(tmp_path, profile="smoke", tracking_uri="sqlite:///unused.db")
+    result = dg.materialize([raw_problems, raw_training_data, eval_suites, training_problems, sft_dataset],
+                            resources=resources)
+    for asset in ("raw_problems", "raw_training_data", "eval_suites", "training_problems", "sft_dataset"):
+        schema = result.asset_materializations_for_node(asset)[-1].metadata["dagster/column_schema"].value
+        assert schema.columns, asset
+    problems = result.asset_materializations_for_node("raw_problems")[-1].metadata["dagster/column_schema"].value
+    assert {c.name: c.type for c in problems.columns}["question"] == "string"
+    assert [c.name for c in problems.columns][:4] == ["problem_id", "key", "split", "question"]

@@ -1,5 +1,7 @@
-"""Each asset's ``code_version``: the version of the step code that computes it, so Dagster's UI marks an
-asset stale when its code changed ("code version changed"), not only when its inputs did.
+"""What the asset catalog shows beyond each asset's code: its ``code_version`` and its owners.
+
+``code_version`` is the version of the step code that computes it, so Dagster's UI marks an asset
+stale when its code changed ("code version changed"), not only when its inputs did.
 
 The versions are the constants the steps already bump when their output changes for the same inputs
 (the training fingerprint's, the generation and grading caches'), so one bump serves both the reuse
@@ -25,3 +27,7 @@ CODE_VERSIONS = {
     "instruct_candidate": PROMOTION, "instruct_champion": PROMOTION,
     "reasoning_candidate": PROMOTION, "reasoning_champion": PROMOTION,
 }
+
+# Who answers for an asset, by stage (Dagster's owners: "team:" names or e-mail addresses).
+OWNERS = {"raw": ["team:data"], "datasets": ["team:data"], "checkpoints": ["team:training"],
+          "evals": ["team:evaluation"]}
