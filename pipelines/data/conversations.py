@@ -42,18 +42,54 @@ class Rejected:
     reason: str
 
 
-def detect_kind(record: dict, columns: dict[str, str] | None = None) -> str | None:
+def detect_kind(record: dict, columns: dict[str, str] | None = None, text: str | None = None) -> str | None:
     """Which dataset a record belongs to by its fields (TRL's rule: chosen + rejected is preference);
-    ``None`` for a GSM8K-style problem or anything else, which the problems reader handles."""
+    ``None`` for a GSM8K-style problem or anything else, which the problems reader handles. ``text``:
+    the JSON the record was parsed from (a JSONL line), which answers at once when it has no ``\\u``
+    escape and no "reasoning": its strings then hold ``<think>`` exactly when it does."""
     field = _fields(columns)
     if field("chosen") in record and field("rejected") in record:
         return "preference"
     if not any(field(name) in record for name in ("messages", "conversations", "completion", "output")):
         return None
-    text = json.dumps(record, ensure_ascii=False, default=str)
-    if THINK_OPEN in text or any(f'"{name}": "' in text for name in REASONING_FIELDS):
-        return "think"
-    return "sft"
+    if text is not None and "\\u" not in text and "reasoning" not in text:
+        return "think" if THINK_OPEN in text else "sft"
+    mentions = _mentions_reasoning(record)
+    if mentions is None:  # values json.dumps would convert: decide on the text, as the walk stands for
+        text = json.dumps(record, ensure_ascii=False, default=str)
+        mentions = THINK_OPEN in text or any(f'"{name}": "' in text for name in REASONING_FIELDS)
+    return "think" if mentions else "sft"
+
+
+def _mentions_reasoning(value: object) -> bool | None:
+    """Whether the record's JSON text holds ``<think>`` or a reasoning field with a string value, found by
+    walking it (~3× faster than serialising every record); None when a key or value is not plain JSON
+    (the text would differ from the walk), or on a cycle."""
+    def walk(item: object) -> bool:
+        if isinstance(item, str):
+            return THINK_OPEN in item
+        if isinstance(item, dict):
+            found = False
+            for key, child in item.items():
+                if not isinstance(key, str) or '"' in key:
+                    raise _NotPlain
+                in_child = walk(child)  # walked even when found: a later value may not be plain
+                found = found or in_child or THINK_OPEN in key or (key in REASONING_FIELDS and isinstance(child, str))
+            return found
+        if isinstance(item, (list, tuple)):
+            return any([walk(child) for child in item])  # a list: every child walked, as dumps would
+        if item is None or isinstance(item, (int, float)):
+            return False
+        raise _NotPlain
+
+    try:
+        return walk(value)
+    except (_NotPlain, RecursionError):
+        return None
+
+
+class _NotPlain(Exception):
+    pass
 
 
 def to_row(record: object, kind: str, source: str, source_row: int,
@@ -74,7 +110,7 @@ def to_row(record: object, kind: str, source: str, source_row: int,
             conversation = _conversation(record, field)
             context, final = conversation[:-1], conversation[-1]
             completion = _with_reasoning(final, record, field) if kind == "think" else final["content"]
-            if not completion.strip():
+            if not completion or completion.isspace():
                 return Rejected("empty_field", "the assistant turn to train is empty")
             row = {"completion": completion}
     except _Bad as bad:
@@ -83,11 +119,12 @@ def to_row(record: object, kind: str, source: str, source_row: int,
     if not users:
         return Rejected("no_user_turn", "no user turn before the trained answer")
     answer = record.get(field("answer"))
+    context_json = json.dumps(context)
     return {"kind": kind, "source": source, "source_row": source_row, "prompt": users[-1],
-            "messages": None if context == [{"role": "user", "content": users[-1]}] else json.dumps(context),
+            "messages": None if context == [{"role": "user", "content": users[-1]}] else context_json,
             "completion": None, "chosen": None, "rejected": None,
             "answer": None if answer is None else str(answer), **row,
-            "problem_id": stable_id(kind, json.dumps(context), normalize_question(
+            "problem_id": stable_id(kind, context_json, normalize_question(
                 row.get("completion") or row["chosen"] + "\x1f" + row["rejected"]))}
 
 
@@ -97,18 +134,30 @@ class _Bad(ValueError):
         self.kind, self.reason = kind, reason
 
 
+class _Names(dict):
+    """Canonical field name -> the record's column name (itself unless remapped)."""
+
+    def __missing__(self, name: str) -> str:
+        return name
+
+
+_SAME_NAMES = _Names({name: name for name in CANONICAL_FIELDS}).__getitem__  # no mapping: built once
+
+
 def _fields(columns: dict[str, str] | None):
-    unknown = sorted(set(columns or {}) - set(CANONICAL_FIELDS))
+    if not columns:
+        return _SAME_NAMES
+    unknown = sorted(set(columns) - set(CANONICAL_FIELDS))
     if unknown:
         raise ValueError(f"columns: unknown field(s) {unknown}; map any of {list(CANONICAL_FIELDS)} "
                          f"to your column names, e.g. {{prompt: question, completion: response}}")
-    return lambda name: (columns or {}).get(name, name)
+    return _Names({**{name: name for name in CANONICAL_FIELDS}, **columns}).__getitem__
 
 
 def _text(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise _Bad("wrong_type", f"field '{name}' is {type(value).__name__}, expected string")
-    if not value.strip():
+    if not value or value.isspace():
         raise _Bad("empty_field", f"field '{name}' is empty")
     return value
 
@@ -120,27 +169,31 @@ def _messages(value: object, name: str) -> list[dict]:
                                  f"expected a list of messages")
     turns = []
     for i, turn in enumerate(value):
-        where = f"{name}[{i}]"
         if not isinstance(turn, dict):
-            raise _Bad("wrong_type", f"field '{where}' is {type(turn).__name__}, expected a message object")
+            raise _Bad("wrong_type", f"field '{name}[{i}]' is {type(turn).__name__}, expected a message object")
+        has_reasoning = "reasoning_content" in turn or "reasoning" in turn
         if "from" in turn and "role" not in turn:  # ShareGPT
             role = SHAREGPT_ROLES.get(turn["from"])
             if role is None:
-                raise _Bad("bad_role", f"field '{where}.from' is '{turn['from']}', expected one of {sorted(SHAREGPT_ROLES)}")
-            content = _text(turn.get("value"), f"{where}.value")
+                raise _Bad("bad_role", f"field '{name}[{i}].from' is '{turn['from']}', expected one of "
+                                       f"{sorted(SHAREGPT_ROLES)}")
+            content = _text(turn.get("value"), f"{name}[{i}].value")
         else:
             role = turn.get("role")
             if role not in ROLES:
-                raise _Bad("bad_role", f"field '{where}.role' is {role!r}, expected one of {list(ROLES)}")
-            reasoning = next((turn[k] for k in REASONING_FIELDS if turn.get(k)), None)
+                raise _Bad("bad_role", f"field '{name}[{i}].role' is {role!r}, expected one of {list(ROLES)}")
             content = turn.get("content")
-            if role == "assistant" and reasoning and content == "":
+            if has_reasoning and role == "assistant" and content == "" and any(turn.get(k) for k in REASONING_FIELDS):
                 content = ""  # the whole turn may be its reasoning; the answer check comes later
-            else:
-                content = _text(content, f"{where}.content")
-        turns.append({"role": role, "content": content,
-                      **{k: turn[k] for k in REASONING_FIELDS if isinstance(turn.get(k), str) and turn[k]}})
+            elif not isinstance(content, str) or not content or content.isspace():  # _text's checks, inline
+                content = _text(content, f"{name}[{i}].content")
+        turns.append({"role": role, "content": content, **_reasoning_of(turn)} if has_reasoning
+                     else {"role": role, "content": content})
     return turns
+
+
+def _reasoning_of(turn: dict) -> dict:
+    return {k: turn[k] for k in REASONING_FIELDS if isinstance(turn.get(k), str) and turn[k]}
 
 
 def _as_turns(value: object, name: str, role: str) -> list[dict]:

@@ -33,13 +33,15 @@ class SourceNotFound(FileNotFoundError):
 
 @dataclass(frozen=True)
 class Record:
-    """One record, or why it could not be read (``problem`` = (kind, reason)); ``number`` is 1-based."""
+    """One record, or why it could not be read (``problem`` = (kind, reason)); ``number`` is 1-based;
+    ``text``: the JSON it was parsed from, for a JSONL line (``conversations.detect_kind`` reads it)."""
 
     file: str
     number: int
     value: dict | None
     problem: tuple[str, str] | None
     preview: str
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,33 +97,48 @@ def read_source(source: str, fmt: str = "auto", split: str = "train", *, read: S
                              expected_sha256=(expected_sha256 or {}).get(str(path)))
 
 
+def file_format(path: Path, fmt: str) -> str:
+    """The format a file is read as: a .json file of one object per line is JSON Lines."""
+    return "jsonl" if fmt == "json" and _first_byte(path) != b"[" else fmt
+
+
 def read_file(path: Path, fmt: str, split: str = "train", *, read: SourceRead | None = None,
               max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, expected_sha256: str | None = None) -> Iterator[Record]:
-    if fmt == "json" and _first_byte(path) != b"[":
-        fmt = "jsonl"  # a .json file of one object per line is JSON Lines
-    count = 0
+    fmt = file_format(path, fmt)
     if fmt == "jsonl":
-        digest = Digest()
-        with path.open("rb") as handle:
-            before = os.fstat(handle.fileno())
-            for count, (raw, too_long) in enumerate(read_lines(handle, digest, max_line_bytes), start=1):
-                if count == 1 and raw.startswith(UTF8_BOM):
-                    raw = raw[len(UTF8_BOM):]
-                yield _jsonl_record(str(path), count, raw, too_long, max_line_bytes)
-        sha256 = digest.sha256.hexdigest()
-        check_unchanged(path, before, digest, sha256, expected_sha256)
-        size = digest.bytes
-    else:
-        sha256, size, before = _hash(path)
-        if expected_sha256 is not None and sha256 != expected_sha256:
-            raise RawFileChanged(f"{path} changed after the folder snapshot (sha256 {expected_sha256} then, "
-                                 f"{sha256} now); the step fails so it can be retried on a stable file")
-        for count, value in enumerate(_hf_records(path, fmt, split), start=1):
-            yield Record(str(path), count, value, None, json.dumps(value, default=str)[:RAW_PREVIEW_CHARS])
-        if _identity(path) != before:
-            raise RawFileChanged(f"{path} changed while it was read; the step fails so it can be retried")
+        for number, raw, too_long in jsonl_lines(path, read=read, max_line_bytes=max_line_bytes,
+                                                 expected_sha256=expected_sha256):
+            yield jsonl_record(str(path), number, raw, too_long, max_line_bytes)
+        return
+    sha256, size, before = _hash(path)
+    if expected_sha256 is not None and sha256 != expected_sha256:
+        raise RawFileChanged(f"{path} changed after the folder snapshot (sha256 {expected_sha256} then, "
+                             f"{sha256} now); the step fails so it can be retried on a stable file")
+    count = 0
+    for count, value in enumerate(_hf_records(path, fmt, split), start=1):
+        yield Record(str(path), count, value, None, json.dumps(value, default=str)[:RAW_PREVIEW_CHARS])
+    if _identity(path) != before:
+        raise RawFileChanged(f"{path} changed while it was read; the step fails so it can be retried")
     if read is not None:
         read.files.append(SourceFile(str(path), sha256, size, count))
+
+
+def jsonl_lines(path: Path, *, read: SourceRead | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                expected_sha256: str | None = None) -> Iterator[tuple[int, bytes, int | None]]:
+    """(line number, bytes, length when over ``max_line_bytes``) of every line, hashed as it is read; at
+    the end the file must be unchanged and is credited to ``read``. Lines go to :func:`jsonl_record`,
+    here or in a worker process."""
+    digest, count = Digest(), 0
+    with path.open("rb") as handle:
+        before = os.fstat(handle.fileno())
+        for count, (raw, too_long) in enumerate(read_lines(handle, digest, max_line_bytes), start=1):
+            if count == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM):]
+            yield count, raw, too_long
+    sha256 = digest.sha256.hexdigest()
+    check_unchanged(path, before, digest, sha256, expected_sha256)
+    if read is not None:
+        read.files.append(SourceFile(str(path), sha256, digest.bytes, count))
 
 
 def first_record(path: Path) -> dict | None:
@@ -134,7 +151,7 @@ def first_record(path: Path) -> dict | None:
     return None
 
 
-def _jsonl_record(file: str, number: int, raw: bytes, too_long: int | None, max_line_bytes: int) -> Record:
+def jsonl_record(file: str, number: int, raw: bytes, too_long: int | None, max_line_bytes: int) -> Record:
     preview = raw[:RAW_PREVIEW_CHARS].decode("utf-8", errors="replace")
     if too_long is not None:
         return Record(file, number, None, ("too_long", f"line is {too_long} bytes, over the {max_line_bytes}-byte "
@@ -151,7 +168,7 @@ def _jsonl_record(file: str, number: int, raw: bytes, too_long: int | None, max_
         return Record(file, number, None, ("not_json", f"not JSON: {error.msg} at column {error.colno}"), preview)
     if not isinstance(value, dict):
         return Record(file, number, None, ("not_object", f"not a JSON object but {type(value).__name__}"), preview)
-    return Record(file, number, value, None, preview)
+    return Record(file, number, value, None, preview, text)
 
 
 def _hf_records(path: Path, fmt: str, split: str) -> Iterator[dict]:

@@ -168,3 +168,11 @@ def test_the_writers_named_for_tables_are_assets_of_the_graph():
     named = {name for writers in WRITTEN_BY.values() for name in writers}
     assert named and named <= assets, named - assets
     assert not set(WRITTEN_BY) & assets  # a table named after its asset needs no entry
+
+
+def test_duckdb_memory_is_capped_in_each_process(tmp_path):
+    """DuckDB's default (80% of RAM) let publishing a 1 GiB training file take the step past 2 GiB."""
+    store = DuckDBStore(path=str(tmp_path / "lineage.duckdb"), memory_limit="300MB", keep_open_s=0)
+    with store.connect() as connection:
+        limit = connection.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert limit.endswith("MiB") and 250 < float(limit.split()[0]) < 300
