@@ -56,7 +56,7 @@ test: setup $(CHROMIUM)
 test-fast: setup
 	$(BIN)/python -m pytest tests -m "not slow"
 
-## Performance benchmarks (issue #6): ratios vs baselines measured in the same run; ~15 min on 2 cores.
+## Performance benchmarks (issue #6): ratios vs baselines measured in the same run; ~19 min on 2 cores.
 ## Prints the table and writes benchmarks/results/latest.{json,md}. BENCH_ARGS="--only P2,P3" or "--quick".
 $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[bench]"

@@ -14,21 +14,23 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import p1_training, p2_generation, p3_decontamination, p4_p5_p7_demo, p6_grading
+from benchmarks import p1_training, p2_generation, p3_decontamination, p4_p5_p7_demo, p6_grading, p8_ingest
 from benchmarks.harness import RESULTS_DIR, BenchReport, BenchRow, text_table, write_results
 
 # id -> (module, rows it produces), in the order they run; the demo module measures P4, P5 and P7 in
-# one pair of runs. The demo pair runs last: right after it (its process tree ending, its homes being
-# deleted) a 2-process throughput measurement found only ~1.6 of the 2 cores free.
+# one pair of runs, the ingest module P8 and P9 in one. The demo pair runs last: right after it (its
+# process tree ending, its homes being deleted) a 2-process throughput measurement found only ~1.6 of
+# the 2 cores free.
 BENCHMARKS = {
     "P1": (p1_training, ["P1"]),
     "P2": (p2_generation, ["P2"]),
     "P3": (p3_decontamination, ["P3"]),
     "P6": (p6_grading, ["P6"]),
+    "P8": (p8_ingest, ["P8", "P9"]),
     "P4": (p4_p5_p7_demo, ["P4", "P5", "P7"]),
 }
-ALIASES = {"P5": "P4", "P7": "P4"}
-ALL_IDS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
+ALIASES = {"P5": "P4", "P7": "P4", "P9": "P8"}
+ALL_IDS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9")
 
 
 def selected(only: str | None) -> list[str]:
@@ -65,7 +67,7 @@ def run_benchmarks(ids: list[str], quick: bool, log=print, checkpoint=None) -> B
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help="comma-separated ids, e.g. P2,P3 (P5 and P7 run with P4)")
+    parser.add_argument("--only", help="comma-separated ids, e.g. P2,P3 (P5 and P7 run with P4, P9 with P8)")
     parser.add_argument("--quick", action="store_true", help="tiny inputs and the smoke profile: checks the harness")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--stem", default="latest", help="results file name without extension")

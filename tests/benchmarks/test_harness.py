@@ -55,9 +55,10 @@ def test_generation_benchmark_is_skipped_gracefully_without_lm_eval(monkeypatch)
 
 def test_selection_groups_the_demo_rows_and_rejects_unknown_ids():
     assert selected("P5,P7,P3") == ["P4", "P3"]
-    assert selected(None) == ["P1", "P2", "P3", "P6", "P4"]  # the demo pair last
+    assert selected("P9") == ["P8"]  # peak RSS and time come from one ingest run
+    assert selected(None) == ["P1", "P2", "P3", "P6", "P8", "P4"]  # the demo pair last
     with pytest.raises(SystemExit):
-        selected("P9")
+        selected("P10")
 
 
 def test_command_line_prints_the_table_and_writes_files(tmp_path, capsys):
