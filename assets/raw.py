@@ -1,7 +1,6 @@
 """[raw] The raw-data folder (observed, versioned by content) and the problems everything else is
 derived from."""
 
-import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -178,22 +177,26 @@ def raw_training_data(context: dg.AssetExecutionContext, config: RawTrainingData
     sources += [source.source() for source in config.sources]
     limit = profile.settings().data.max_quarantine_rate if config.max_quarantine_rate is None \
         else config.max_quarantine_rate
-    with tempfile.TemporaryDirectory(prefix="raw_training_data-") as scratch:
-        result = ingest_training_data(sources, Path(scratch) / "rows.parquet", max_line_bytes=config.max_line_bytes,
+    versions = Path(duckdb.path).parent / "tables" / "raw_training_data"  # immutable parquet files, by version
+    incoming = versions / f".incoming-{context.run.run_id}.parquet"
+    try:
+        result = ingest_training_data(sources, incoming, max_line_bytes=config.max_line_bytes,
                                       expected_sha256={f["path"]: f["sha256"] for f in snapshot.files})
         problem = rejection_problem(result.outcomes, limit)
         verdict = dg.AssetCheckResult(check_name=TRAINING_DATA_CHECK, passed=problem is None,
                                       severity=dg.AssetCheckSeverity.ERROR, description=problem, metadata={
                                           "records": result.records, "quarantined": len(result.quarantined),
                                           "max_quarantine_rate": limit})
+        first = _first_rows(incoming)
         if verdict.passed:
+            rows_file = incoming.replace(versions / f"{result.version}.parquet")
             publish_tables(duckdb, "raw_training_data", result.version, context.run.run_id, {
-                "raw_training_data": result.rows_file,
-                "raw_training_quarantine": (result.quarantined, QUARANTINE_COLUMNS)})
+                "raw_training_data": rows_file, "raw_training_quarantine": (result.quarantined, QUARANTINE_COLUMNS)})
         else:
             context.log.error(f"raw_training_data rejected, not published: {problem}")
             duckdb.replace_table("raw_training_quarantine_rejected", result.quarantined, columns=QUARANTINE_COLUMNS)
-        first = _first_rows(result.rows_file)
+    finally:
+        incoming.unlink(missing_ok=True)
     kept = dict(result.kept)
     return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(result.version), metadata={
         "sources": dg.MetadataValue.json([o.summary() for o in result.outcomes]), "records": result.records,

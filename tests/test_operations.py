@@ -113,9 +113,10 @@ def second(first):
     with open(train, "a") as handle:
         handle.writelines(_lines(first["gsm8k"] / "train.jsonl", TRAIN_LINES, ADDED_LINES))
     result = _sensor(first)
-    assert [r.asset_selection for r in result.run_requests] == [[dg.AssetKey("raw_problems")]]
+    raw_readers = ["raw_problems", "raw_training_data"]  # both read the folder
+    assert [r.asset_selection for r in result.run_requests] == [[dg.AssetKey(name) for name in raw_readers]]
     assert result.asset_events[0].tags["dagster/data_version"] == first["resources"]["raw_data"].snapshot().fingerprint
-    _build(first, ["raw_problems"])  # what the sensor's run request does
+    _build(first, raw_readers)  # what the sensor's run request does
     requested, _ = _requested(first, first["cursor"])
     first["requested_after_change"] = requested
     first["generations"].append(_build(first))
