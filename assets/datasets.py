@@ -283,7 +283,8 @@ def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceConf
                     "on_policy_pairs": len(sampled.pairs)}
     rows = mix_rows(rows, user, "include", PREFERENCE_COLUMNS)
     duckdb.replace_table("preference_dataset", rows, columns=PREFERENCE_COLUMNS)
-    duckdb.replace_table("on_policy_traces", traces, columns=["problem_id", "prompt", "messages", "completion", "answer"])
+    duckdb.replace_table("on_policy_traces", traces,
+                         columns=["problem_id", "prompt", "messages", "completion", "answer"])
     return recorded(context, duckdb, _table_result(rows, ["source", "prompt", "chosen", "rejected"], **metadata,
                                                    **user_metadata, source=config.source), config,
                     inputs={TRAINING_PROBLEMS: training_version, "raw_training_data": user_version})

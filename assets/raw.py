@@ -83,7 +83,8 @@ def quarantine_verdict(lines_read: int, kept: int, quarantined: int, reasons: di
     return dg.AssetCheckResult(
         check_name=QUARANTINE_CHECK, passed=description is None, severity=dg.AssetCheckSeverity.ERROR,
         description=description, metadata={
-            "quarantine_rate": quarantine_rate(kept, quarantined), "max_quarantine_rate": limit, "lines_read": lines_read, "kept": kept,
+            "quarantine_rate": quarantine_rate(kept, quarantined), "max_quarantine_rate": limit,
+            "lines_read": lines_read, "kept": kept,
             "quarantined": quarantined, "reasons": dg.MetadataValue.json(reasons)})
 
 
@@ -114,7 +115,8 @@ def raw_problems(context: dg.AssetExecutionContext, config: RawProblemsConfig, d
     version = rows_version(rows)
     if verdict.passed:
         publish_tables(duckdb, "raw_problems", version, context.run.run_id, {
-            "raw_problems": (rows, list(Problem.__dataclass_fields__)), "raw_quarantine": (quarantined, QUARANTINE_COLUMNS)})
+            "raw_problems": (rows, list(Problem.__dataclass_fields__)),
+            "raw_quarantine": (quarantined, QUARANTINE_COLUMNS)})
     else:
         context.log.error(f"raw_problems rejected, not published: {verdict.description}")
         duckdb.replace_table("raw_quarantine_rejected", quarantined, columns=QUARANTINE_COLUMNS)
@@ -151,8 +153,9 @@ class TrainingSourceConfig(dg.Config):
         taken for a hub id (read from the local cache only)."""
         local = confine(self.path, f"sources[{self.path}].path")
         hub = self.format == "hub" or (self.format == "auto" and not local.exists())
-        return TrainingSource(self.path if hub else str(local), None if self.kind == "auto" else self.kind, self.format, self.split,
-                              dict(self.columns), self.max_rows)
+        kind = None if self.kind == "auto" else self.kind
+        return TrainingSource(self.path if hub else str(local), kind, self.format, self.split, dict(self.columns),
+                              self.max_rows)
 
 
 class RawTrainingDataConfig(dg.Config):

@@ -60,7 +60,8 @@ def pair_graded_samples(rows: list[dict], samples: list[tuple[dict, str]]) -> On
         if outcome["correct"] and outcome["wrong"]:
             rejected = outcome["wrong"][0]
             pairs.append({"problem_id": row["problem_id"], "source": "on_policy", "prompt": row["prompt"],
-                          "messages": row.get("messages"), "chosen": outcome["correct"][0], "rejected": rejected, "answer": row["answer"],
+                          "messages": row.get("messages"), "chosen": outcome["correct"][0], "rejected": rejected,
+                          "answer": row["answer"],
                           "rejected_answer": extract_final_answer(rejected) or ""})
     correct = sum(len(o["correct"]) for o in by_problem.values())
     return OnPolicyData(pairs, traces, len(samples), correct)

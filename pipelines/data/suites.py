@@ -25,7 +25,8 @@ PRIMARY_GRADER = {"number": "exact", "math": "math_verify", "choice": "exact", "
 _FIELD = re.compile(r"\{([^{}]+)\}")
 _FINAL = re.compile(r"####\s*(.*?)\s*$", re.S)
 # "9 (apples)", "$18.00", "12 dollars", "45%": the number, then units or a parenthetical
-_NUMBER_WITH_UNITS = re.compile(r"^\s*\$?\s*(-?[\d,]*\.?\d+(?:/\d+)?)\s*(?:\$|%|[A-Za-z°][\w .°/-]*|\(.*\))?\s*\.?\s*$")
+_NUMBER_WITH_UNITS = re.compile(
+    r"^\s*\$?\s*(-?[\d,]*\.?\d+(?:/\d+)?)\s*(?:\$|%|[A-Za-z°][\w .°/-]*|\(.*\))?\s*\.?\s*$")
 _CHOICE = re.compile(r"^\s*\(?([A-Ja-j])\)?[.:]?\s*$")
 
 
