@@ -94,5 +94,6 @@ def test_browser_shows_think_dataset_previews_as_trained(dagster_ui, page):
     header = page.locator("th").filter(has_text=re.compile(r"^completion$")).first
     header.wait_for()
     table = header.locator("xpath=ancestor::table[1]")
-    completions = table.locator("tbody tr td:nth-child(2)").all_inner_texts()
+    column = [text.strip() for text in table.locator("th").all_inner_texts()].index("completion") + 1
+    completions = table.locator(f"tbody tr td:nth-child({column})").all_inner_texts()
     assert completions and all(text.startswith("<think>") for text in completions), completions
