@@ -25,6 +25,10 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     SIGTERM rather than SIGKILL, so that ``accelerate launch`` can stop its ranks in turn."""
     if not sys.platform.startswith("linux"):
         return
+    # An ignored or blocked disposition survives exec: a launcher that ignores SIGTERM would make the death
+    # signal a no-op here, so take the default action back before asking for it.
+    signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
         return  # not fatal: only orphan clean-up is lost

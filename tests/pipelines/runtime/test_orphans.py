@@ -34,10 +34,18 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
-def test_the_trainer_dies_with_its_killed_step(tmp_path, micro_base, micro_problems):
+def _ignore_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("inherited_sigterm", ["default", "ignored"])
+def test_the_trainer_dies_with_its_killed_step(tmp_path, micro_base, micro_problems, inherited_sigterm):
+    """``ignored``: a launcher that ignores SIGTERM passes that on through exec; the trainer trained on after
+    its step was killed (seen in a full test run) until die_with_parent restored the default action."""
     job = _job(tmp_path, micro_base[0], micro_problems, steps=100_000, save_steps=0)  # trains for hours
     step = subprocess.Popen([sys.executable, "-c", STEP, str(job.save(tmp_path / "job.json")), str(PROJECT_ROOT),
-                             PARENT_PID_ENV], stdout=subprocess.PIPE, text=True, start_new_session=True)
+                             PARENT_PID_ENV], stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_ignore_sigterm if inherited_sigterm == "ignored" else None)
     trainer = psutil.Process(int(step.stdout.readline()))
     try:
         deadline = time.monotonic() + 120
