@@ -167,24 +167,27 @@ def decontaminate(problems: list[Problem], eval_rows: list[dict], ngram: int) ->
     question, or a shared ``ngram``-word sequence, which catches near-copies and partial copies)."""
     training = train_problems(problems)
     by_key = {r["key"]: r for r in eval_rows}
-    by_question = {normalize_question(r["question"]): r for r in eval_rows}
-    found: dict[str, tuple[str, dict, str]] = {}
-    for p in training:
-        question = normalize_question(p.question)
-        if p.key in by_key:
-            found[p.problem_id] = ("key", by_key[p.key], p.key)
-        elif question in by_question:
-            found[p.problem_id] = ("question", by_question[question], p.question)
-    eval_by_id = {f"{r['suite']}/{r['problem_id']}": r for r in eval_rows}
-    matches = find_contamination([(p.problem_id, p.question) for p in training if p.problem_id not in found],
-                                 [(item_id, r["question"]) for item_id, r in eval_by_id.items()], n=ngram)
-    for match in matches:
-        found.setdefault(match.train_id, ("ngram", eval_by_id[match.eval_id], match.ngram))
+    found = {p.problem_id: ("key", by_key[p.key], p.key) for p in training if p.key in by_key}
+    _eval_overlaps({p.problem_id: p.question for p in training}, eval_rows, ngram, found)
     report = [{"problem_id": p.problem_id, "question": p.question, "source": p.source, "source_line": p.source_line,
                "method": found[p.problem_id][0], "eval_suite": found[p.problem_id][1]["suite"],
                "eval_problem_id": found[p.problem_id][1]["problem_id"], "evidence": found[p.problem_id][2]}
               for p in training if p.problem_id in found]
     return Decontaminated([p for p in training if p.problem_id not in found], report)
+
+
+def _eval_overlaps(texts: dict[str, str], eval_rows: list[dict], ngram: int,
+                   found: dict[str, tuple[str, dict, str]]) -> None:
+    """Add to ``found`` (id -> (method, eval item, evidence)) every text not in it yet that repeats an eval
+    question (normalized) or shares an ``ngram``-word sequence with one."""
+    by_question = {normalize_question(r["question"]): r for r in eval_rows}
+    for item_id, text in texts.items():
+        if item_id not in found and (item := by_question.get(normalize_question(text))) is not None:
+            found[item_id] = ("question", item, text)
+    eval_by_id = {f"{r['suite']}/{r['problem_id']}": r for r in eval_rows}
+    for match in find_contamination([(i, text) for i, text in texts.items() if i not in found],
+                                    [(item_id, r["question"]) for item_id, r in eval_by_id.items()], n=ngram):
+        found.setdefault(match.train_id, ("ngram", eval_by_id[match.eval_id], match.ngram))
 
 
 def assert_disjoint(eval_rows: list[dict], training: list[Problem]) -> None:
@@ -232,17 +235,11 @@ def decontaminate_rows(dataset: str, rows: list[dict], eval_rows: list[dict],
     shares an ``ngram``-word sequence with one; (clean rows, one report row per removal)."""
     from pipelines.data.formats import prompt_messages
 
-    texts = {r["problem_id"]: " ".join(m["content"] for m in prompt_messages(r) if m["role"] == "user") for r in rows}
-    by_question = {normalize_question(r["question"]): r for r in eval_rows}
-    found: dict[str, tuple[str, dict, str]] = {}
-    for row in rows:
-        for text in (row["prompt"], texts[row["problem_id"]]):
-            if normalize_question(text) in by_question:
-                found[row["problem_id"]] = ("question", by_question[normalize_question(text)], text)
-    eval_by_id = {f"{r['suite']}/{r['problem_id']}": r for r in eval_rows}
-    for match in find_contamination([(pid, text) for pid, text in texts.items() if pid not in found],
-                                    [(item_id, r["question"]) for item_id, r in eval_by_id.items()], n=ngram):
-        found.setdefault(match.train_id, ("ngram", eval_by_id[match.eval_id], match.ngram))
+    questions = {normalize_question(r["question"]): r for r in eval_rows}
+    found = {r["problem_id"]: ("question", questions[q], r["prompt"]) for r in rows  # the last user turn alone
+             if (q := normalize_question(r["prompt"])) in questions}
+    _eval_overlaps({r["problem_id"]: " ".join(m["content"] for m in prompt_messages(r) if m["role"] == "user")
+                    for r in rows}, eval_rows, ngram, found)
     report = []
     for r in rows:
         if r["problem_id"] in found:
