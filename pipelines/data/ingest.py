@@ -24,7 +24,7 @@ from pathlib import Path
 from pipelines.data.problems import Problem, TEST_SPLIT, TRAIN_SPLIT, normalize_question, stable_id
 
 CALCULATOR_ANNOTATION = re.compile(r"<<[^>]*>>")
-_FINAL_ANSWER = re.compile(r"####\s*(.*?)\s*$", re.S)
+FINAL_ANSWER = re.compile(r"####\s*(.*?)\s*$", re.S)
 _NUMBER = re.compile(r"^-?[\d,]*\.?\d+$")
 RAW_PREVIEW_CHARS = 500
 # A GSM8K line is ~1 KB; a line this long is a broken export (or an attack), not a problem to train on.
@@ -117,7 +117,7 @@ def _parse_line(raw: bytes, question_field: str, answer_field: str,
         if not _NUMBER.match(final):
             return "non_numeric_answer", f"field '{answer_field}' = '{final[:40]}' is not a number"
         return record[question_field].strip(), "", final.replace(",", "")
-    match = _FINAL_ANSWER.search(answer_text)
+    match = FINAL_ANSWER.search(answer_text)
     if "####" not in answer_text or match is None:
         return "no_final_answer", f"field '{answer_field}' has no '#### <final answer>'"
     final = match.group(1).replace("$", "").rstrip(".").strip()

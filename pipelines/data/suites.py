@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipelines.data.ingest import CALCULATOR_ANNOTATION
+from pipelines.data.ingest import CALCULATOR_ANNOTATION, FINAL_ANSWER
 from pipelines.data.problems import TEST_SPLIT, Problem, normalize_question, stable_id
 from pipelines.data.records import SourceRead, read_source
 from pipelines.evaluation.grading import BOXED, normalize_number
@@ -23,7 +23,6 @@ ANSWER_SOURCES = ("gsm8k", "field", "boxed", "regex")
 ANSWER_TYPES = ("number", "math", "choice", "text")
 PRIMARY_GRADER = {"number": "exact", "math": "math_verify", "choice": "exact", "text": "exact"}
 _FIELD = re.compile(r"\{([^{}]+)\}")
-_FINAL = re.compile(r"####\s*(.*?)\s*$", re.S)
 # "9 (apples)", "$18.00", "12 dollars", "45%": the number, then units or a parenthetical
 _NUMBER_WITH_UNITS = re.compile(
     r"^\s*\$?\s*(-?[\d,]*\.?\d+(?:/\d+)?)\s*(?:\$|%|[A-Za-z°][\w .°/-]*|\(.*\))?\s*\.?\s*$")
@@ -141,7 +140,7 @@ def _item(record: dict, spec: SuiteSpec) -> tuple[str, str, str] | tuple[str, st
     text = record[spec.answer_field]
     solution = ""
     if spec.answer_from == "gsm8k":
-        match = _FINAL.search(text)
+        match = FINAL_ANSWER.search(text)
         if "####" not in text or match is None:
             return "no_final_answer", f"field '{spec.answer_field}' has no '#### <final answer>'"
         solution = " ".join(CALCULATOR_ANNOTATION.sub("", text[: match.start()]).split())
