@@ -66,6 +66,9 @@ class ExtraSuite(dg.Config):
     strip_units: bool = True
     instruction: str | None = Field(default=None, description="Appended to every question, e.g. "
                                     "'Put the final answer in \\boxed{}.'")
+    system_prompt: str | None = Field(default=None, description="Asked with this system prompt instead of "
+                                      "the checkpoint's own (chat variants); the base variant reads it as a "
+                                      "first line. Unset: prompted as every other suite.")
     limit: int | None = Field(default=None, gt=0, description="A seeded sample of this many items; unset: all.")
     seed: int = 0
 
@@ -74,7 +77,8 @@ class ExtraSuite(dg.Config):
                          question=self.question or f"{{{self.question_field}}}", answer_field=self.answer_field,
                          answer_from="field" if self.answer_format == "number" else self.answer_format,
                          answer_regex=self.answer_regex, answer_type=self.answer_type, strip_units=self.strip_units,
-                         instruction=self.instruction, limit=self.limit, seed=self.seed)
+                         instruction=self.instruction, system_prompt=self.system_prompt, limit=self.limit,
+                         seed=self.seed)
 
 
 class EvalSuitesConfig(dg.Config):
@@ -116,7 +120,8 @@ def eval_suites(context: dg.AssetExecutionContext, config: EvalSuitesConfig, duc
     rows = build_eval_suites(problems_from_rows(raw_rows), data.eval_suite_size, data.seed,
                              data.max_operand, {r.spec.name: r.items for r in loaded},
                              perturbations=tuple(config.perturbations),
-                             answer_types={r.spec.name: r.spec.answer_type for r in loaded})
+                             answer_types={r.spec.name: r.spec.answer_type for r in loaded},
+                             system_prompts={r.spec.name: r.spec.system_prompt for r in loaded})
     problems = [p for r in loaded if (p := r.problem(config.max_quarantine_rate))]
     quarantined = [q for r in loaded for q in r.quarantined]
     version = rows_version(rows)

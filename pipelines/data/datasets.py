@@ -101,7 +101,8 @@ def direct_answer_pairs(preference_rows: list[dict]) -> list[dict]:
 def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_operand: int,
                       extra_suites: dict[str, list[Problem]] | None = None,
                       perturbations: tuple[str, ...] = PERTURBATIONS,
-                      answer_types: dict[str, str] | None = None) -> list[dict]:
+                      answer_types: dict[str, str] | None = None,
+                      system_prompts: dict[str, str | None] | None = None) -> list[dict]:
     """In-distribution held-out, paired perturbed twins and domain-shifted wording.
 
     Held-out item i gets one twin of kind ``perturbations[i % len]`` (the next kind if that one does
@@ -109,7 +110,8 @@ def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_o
     share of items without multiplying the suite. Domain shift needs generator templates; for
     ingested data it is left out. ``extra_suites`` (GSM8K, MATH-500, a user's file) are added as they
     are (their own size: ``pipelines/data/suites.py`` samples them) and checked for overlap with training
-    like the rest; ``answer_types`` says how each extra suite's gold answer is graded (default number).
+    like the rest; ``answer_types`` says how each extra suite's gold answer is graded (default number),
+    ``system_prompts`` which suites ask with their own system prompt (stored per item, None when unset).
     """
     unknown = sorted(set(perturbations) - set(PERTURBATIONS))
     if unknown or not perturbations:
@@ -131,10 +133,11 @@ def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_o
         if name in SUITES:
             raise ValueError(f"extra suite name '{name}' collides with a built-in suite {SUITES}")
         suites += [(name, p, None, None) for p in extra]
-    types = answer_types or {}
+    types, systems = answer_types or {}, system_prompts or {}
     rows = [{"suite": suite, "problem_id": p.problem_id, "key": p.key, "question": p.question,
              "solution": p.solution, "answer": p.answer, "original_problem_id": original,
-             "perturbation": kind, "answer_type": types.get(suite, "number")}
+             "perturbation": kind, "answer_type": types.get(suite, "number"),
+             "system_prompt": systems.get(suite) or None}
             for suite, p, original, kind in suites]
     return rows
 

@@ -40,12 +40,13 @@ class SuiteSpec:
     answer_type: str = "number"  # see ANSWER_TYPES
     strip_units: bool = True  # number: "9 (apples)" is 9
     instruction: str | None = None  # appended to every question, e.g. "Put the final answer in \\boxed{}."
-    system_prompt: str | None = None
+    system_prompt: str | None = None  # chat variants are asked with it instead of the checkpoint's own
     limit: int | None = None  # a seeded sample of this many items; None: all
     seed: int = 0
     format: str = "auto"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "system_prompt", self.system_prompt or None)  # "": none, as unset
         if self.answer_from not in ANSWER_SOURCES:
             raise ValueError(f"suite {self.name}: answer_from '{self.answer_from}', expected one of {ANSWER_SOURCES}")
         if self.answer_type not in ANSWER_TYPES:

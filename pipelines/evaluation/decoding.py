@@ -100,7 +100,8 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
         per_batch = max(1, decoding.batch_size // decoding.samples)
         for start in range(0, len(ordered), per_batch):
             batch = ordered[start:start + per_batch]
-            prompts = [build_prompt(variant, item["question"], tokenizer, chat, exemplars) for item in batch]
+            prompts = [build_prompt(variant, item["question"], tokenizer, chat, exemplars, item.get("system_prompt"))
+                       for item in batch]
             started = time.perf_counter()
             results = cot_decode_batch(model, tokenizer, prompts, decoding.samples, decoding.max_new_tokens, stop_ids,
                                        decoding.stop_strings)
@@ -111,7 +112,8 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
                     rows.append(_row(common, item, index, decoding.seed, prompt, branch.text, branch.output_tokens,
                                      tokenizer, seconds, selected=index == selected, confidence=branch.confidence))
         return rows
-    prompts = [build_prompt(variant, item["question"], tokenizer, chat, exemplars) for item in items]
+    prompts = [build_prompt(variant, item["question"], tokenizer, chat, exemplars, item.get("system_prompt"))
+               for item in items]
     for index in range(decoding.samples):
         seed = decoding.seed + index
         run = backend.generate(prompts, decoding.max_new_tokens, decoding.batch_size,

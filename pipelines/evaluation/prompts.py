@@ -15,18 +15,25 @@ VARIANTS = (BASE, INSTRUCT, REASONING)
 
 
 def build_prompt(variant: str, question: str, tokenizer, chat: ChatOptions | None = None,
-                 exemplars: list[dict] | tuple = ()) -> str:
+                 exemplars: list[dict] | tuple = (), system_prompt: str | None = None) -> str:
     """The prompt for ``question``; ``exemplars`` (training problems: question, solution, answer) make it
     few-shot CoT: for the base model as earlier Question/Answer documents, for chat models as prior turns
     whose answers show the worked solution as visible text (as lm-eval's multi-turn CoT few-shot does):
-    inside ``<think>`` it would be dropped by templates that strip earlier turns' thinking, Qwen3's among them."""
+    inside ``<think>`` it would be dropped by templates that strip earlier turns' thinking, Qwen3's among them.
+
+    ``system_prompt`` is the item's suite's own (``eval_suites.system_prompt``): chat models get it instead
+    of ``chat``'s (the checkpoint's, or the eval config's override), the base model as a first line of
+    plain text, a blank line before the exemplars and question. None or "": the prompt is as without it."""
     if variant == BASE:
         shots = "".join(corpus_document(e["question"], e["solution"], e["answer"]) + "\n\n" for e in exemplars)
-        return shots + base_prompt(question)
+        return (f"{system_prompt}\n\n" if system_prompt else "") + shots + base_prompt(question)
     if variant in (INSTRUCT, REASONING):
         turns = [turn for e in exemplars for turn in user_messages(e["question"]) + assistant_messages(
             f"{e['solution']} The answer is {e['answer']}.")]
-        return (chat or ChatOptions()).generation_prompt(tokenizer, turns + user_messages(question))
+        options = chat or ChatOptions()
+        if system_prompt:
+            options = options.overridden(system_prompt=system_prompt)
+        return options.generation_prompt(tokenizer, turns + user_messages(question))
     raise ValueError(f"unknown variant '{variant}', expected one of {VARIANTS}")
 
 

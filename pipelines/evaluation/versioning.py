@@ -20,8 +20,15 @@ def _digest(content) -> str:
 
 
 def suites_fingerprint(suite_rows: Iterable[dict]) -> str:
-    """Identifies the eval items (not their order): equal fingerprints mean comparable scores."""
-    return _digest(sorted((r["suite"], r["problem_id"], r["question"], str(r["answer"])) for r in suite_rows))
+    """Identifies the eval items (not their order): equal fingerprints mean comparable scores. An item's
+    suite system prompt changes its prompt, so it counts, but only where set: items without one (every
+    suite before the column existed) keep their fingerprint, and so their stored generations."""
+    return _digest(sorted(_item(r) for r in suite_rows))
+
+
+def _item(row: dict) -> tuple:
+    item = (row["suite"], row["problem_id"], row["question"], str(row["answer"]))
+    return item + ("system_prompt", row["system_prompt"]) if row.get("system_prompt") else item
 
 
 def generation_fingerprint(variant: str, model_version: str, suites: str, decoding: str,

@@ -7,6 +7,7 @@ import pytest
 
 from pipelines.data.suites import BUILTIN_SUITES, SuiteSpec, builtin, last_boxed, load_suite
 from pipelines.definitions import PROJECT_ROOT
+from pipelines.training.chat_options import ChatOptions
 
 
 def _write(path, rows):
@@ -75,3 +76,45 @@ def test_bad_records_are_quarantined_naming_the_field_and_limit_samples_with_a_s
                                          ("\\boxed{unclosed", None)])
 def test_last_boxed_reads_balanced_braces(text, boxed):
     assert last_boxed(text) == boxed
+
+
+def test_a_suite_system_prompt_is_stored_per_item_and_asks_its_items(tmp_path):
+    """SuiteSpec.system_prompt was read from config and then used nowhere: no item was asked with it."""
+    from transformers import AutoTokenizer
+
+    from pipelines.data.datasets import build_eval_suites
+    from pipelines.data.synthetic import generate_problems
+    from pipelines.evaluation.decoding import Decoding, generate_samples
+    from pipelines.evaluation.prompts import build_prompt
+    from pipelines.evaluation.versioning import suites_fingerprint
+    from tests.fixtures.hf_models import save_qwen3_base
+
+    rows = [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(3)]
+    spec = SuiteSpec("terse", _write(tmp_path / "t.jsonl", rows), answer_from="field", system_prompt="Be terse.")
+    assert SuiteSpec("plain", spec.path, answer_from="field", system_prompt="").system_prompt is None
+    items = build_eval_suites(generate_problems(40, seed=0, max_operand=20, eval_fraction=0.5), 2, 0, 20,
+                              {"terse": load_suite(spec).items}, system_prompts={"terse": spec.system_prompt})
+    assert {r["system_prompt"] for r in items if r["suite"] == "terse"} == {"Be terse."}
+    assert {r["system_prompt"] for r in items if r["suite"] != "terse"} == {None}  # NULL, asked as before
+    item = next(r for r in items if r["suite"] == "terse")
+    plain = {k: v for k, v in item.items() if k != "system_prompt"}
+    assert suites_fingerprint([{**plain, "system_prompt": None}]) == suites_fingerprint([plain])  # stored rows reused
+    assert suites_fingerprint([item]) != suites_fingerprint([plain])  # another prompt: not the same generations
+
+    model = save_qwen3_base(tmp_path / "qwen3")  # Qwen3's real chat template
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    own = ChatOptions(system_prompt="You are the checkpoint.")
+    asked = build_prompt("instruct", item["question"], tokenizer, own, system_prompt=item["system_prompt"])
+    assert asked.startswith("<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\n")
+    assert "You are the checkpoint." not in asked
+    assert build_prompt("instruct", "Q?", tokenizer, own).startswith("<|im_start|>system\nYou are the checkpoint.")
+    shot = [{"question": "What is 1 + 1?", "solution": "1 + 1 = 2.", "answer": "2"}]
+    assert build_prompt("base", "Q?", None, exemplars=shot, system_prompt="Be terse.") == (
+        "Be terse.\n\nQuestion: What is 1 + 1?\nAnswer: 1 + 1 = 2. #### 2\n\nQuestion: Q?\nAnswer:")
+    assert build_prompt("base", "Q?", None, system_prompt=None) == "Question: Q?\nAnswer:"
+
+    decoding = Decoding("greedy", max_new_tokens=2, batch_size=2, seed=0)
+    prompts = {r["suite"]: r["prompt"] for r in generate_samples("reasoning", model, [item, items[0]], decoding, "v",
+                                                                 chat=own)}
+    assert "<|im_start|>system\nBe terse.<|im_end|>" in prompts["terse"]
+    assert prompts[items[0]["suite"]] == build_prompt("reasoning", items[0]["question"], tokenizer, own)
