@@ -5,7 +5,7 @@ the same inputs reuses the stored rows instead of regenerating or re-grading.
 """
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from assets._metadata import metadata_of_build, mlflow_metadata, preview, table
 from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint
 from assets._tables import read_published
 from assets.datasets import eval_suites, training_problems
-from pipelines.evaluation.decoding import generate_samples, prompt_options
+from pipelines.evaluation.decoding import Decoding, generate_samples, prompt_options
 from pipelines.evaluation.prompts import BASE, INSTRUCT, REASONING, few_shot_exemplars
 from pipelines.evaluation.reporting import build_report, embed_png
 from pipelines.evaluation.scoring import grade_generations, mark_primary, perturbation_drops, score
@@ -74,6 +74,9 @@ class EvalConfig(dg.Config):
     chat: EvalChatConfig = EvalChatConfig()
     few_shot: int | None = Field(default=None, ge=0, description="Worked exemplars from the training split "
                                  "(drawn with the decoding seed) before each question; 0: zero-shot.")
+    compare_shots: list[int] = Field(default_factory=list, description="Exemplar counts evaluated too, beside "
+                                     "few_shot, for the report's zero- vs few-shot table, e.g. [0] with "
+                                     "few_shot 4; the main tables keep few_shot.")
     published_model: str | None = Field(default=None, description="Evaluate this model instead of the "
                                         "lineage's checkpoint, as this variant's row of the report (decoded as "
                                         "the paper prescribes for the kind): a local HF directory or a cached "
@@ -92,6 +95,15 @@ def _model_under_test(config: EvalConfig, checkpoints: CheckpointStore, checkpoi
                                                      "path": str(model_dir), "sha256": content}]
 
 
+def _shot_settings(decoding: Decoding, compare_shots: list[int]) -> list[Decoding]:
+    """The decoding per exemplar count: the configured ``few_shot`` first (the headline of the main tables),
+    then each other count of ``compare_shots`` (the report's zero- vs few-shot table)."""
+    if any(n < 0 for n in compare_shots):
+        raise ValueError(f"compare_shots must be exemplar counts >= 0, got {compare_shots}")
+    counts = [decoding.few_shot] + [n for n in dict.fromkeys(compare_shots) if n != decoding.few_shot]
+    return [replace(decoding, few_shot=n) for n in counts]
+
+
 def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.AssetsDefinition:
     checkpoint_name = checkpoint.key.path[-1]
 
@@ -108,11 +120,12 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
         chat = prompt_options(variant, model_dir)  # as the checkpoint was trained, unless overridden
         if variant != BASE:  # the base variant continues the corpus format: no chat template
             chat = chat.overridden(config.chat.system_prompt, config.chat.chat_template_kwargs)
-        exemplars = few_shot_exemplars(read_published(context, duckdb, training_problems)[0] if decoding.few_shot
-                                       else [], decoding.few_shot, decoding.seed)
-        fingerprint = generation_fingerprint(variant, model_version, suites_fingerprint(suites), decoding.describe()
-                                             + (f"|shots:{content_fingerprint(exemplars)}" if exemplars else ""),
-                                             chat.fingerprint_content())
+        settings = _shot_settings(decoding, config.compare_shots)
+        training = read_published(context, duckdb, training_problems)[0] if any(s.few_shot for s in settings) else []
+        exemplars = {s.few_shot: few_shot_exemplars(training, s.few_shot, s.seed) for s in settings}
+        fingerprint = generation_fingerprint(variant, model_version, suites_fingerprint(suites), "||".join(
+            s.describe() + (f"|shots:{content_fingerprint(exemplars[s.few_shot])}" if s.few_shot else "")
+            for s in settings), chat.fingerprint_content())
         chat_metadata = {"chat_options": dg.MetadataValue.json(chat.record()), "model_version": model_version,
                          "published_model": config.published_model or ""}
         if _stored_fingerprints(duckdb, GENERATIONS_TABLE, "eval_fingerprint", "WHERE variant = ?", [variant]) \
@@ -121,10 +134,12 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
                             sources=sources)
         with mlflow.start_run(run_name=f"eval_{variant}", tags=mlflow.dagster_tags(context)) as run:
             run.log_params({"variant": variant, "checkpoint": str(model_dir), **asdict(decoding),
+                            "compare_shots": ",".join(str(s.few_shot) for s in settings[1:]),
                             **{f"chat.{key}": value for key, value in chat.record().items()}})
-            rows = [{**row, "eval_fingerprint": fingerprint}
-                    for row in generate_samples(variant, model_dir, suites, decoding, model_version=model_version,
-                                                chat=chat, exemplars=exemplars)]
+            rows = [{**row, "eval_fingerprint": fingerprint, "headline": setting is settings[0]}
+                    for setting in settings
+                    for row in generate_samples(variant, model_dir, suites, setting, model_version=model_version,
+                                                chat=chat, exemplars=exemplars[setting.few_shot])]
             seconds = sum(r["seconds"] for r in rows)
             run.log_metrics({"samples": len(rows), "samples_per_second": len(rows) / seconds})
             run.log_text("\n".join(json.dumps(r, default=str) for r in rows), "samples.jsonl")
@@ -132,8 +147,9 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
         return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
             "reused": False, "fingerprint": fingerprint,
             "dagster/row_count": len(rows), "decoding": dg.MetadataValue.json(asdict(decoding)),
+            "few_shot_settings": dg.MetadataValue.json([s.few_shot for s in settings]),
             "generation_seconds": round(seconds, 2), "samples_per_second": round(len(rows) / seconds, 2),
-            **chat_metadata, "samples": preview(rows, ["suite", "sample_index", "output", "gold"]),
+            **chat_metadata, "samples": preview(rows, ["suite", "few_shot", "sample_index", "output", "gold"]),
             **mlflow_metadata(run),
         }), config, sources=sources)
 
@@ -170,7 +186,8 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
     with mlflow.start_run(run_name="eval_scores", tags=mlflow.dagster_tags(context)) as run:
         run.log_metric_points(metric_points(scores))  # pass@k curves and in-distribution pass@1 headlines
         run.log_table(summary_columns(summary), SUMMARY_TABLE)  # the whole grid, as one table
-    main = [s for s in scores if s["primary"]]  # each suite's primary grader (math-verify for LaTeX suites)
+    # each suite's primary grader (math-verify for LaTeX suites), each variant's configured few-shot setting
+    main = [s for s in scores if s["primary"] and s["headline"]]
     return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
         "reused": False, "fingerprint": fingerprint,
         "dagster/row_count": len(scores), "graded_samples": len(graded), "summary": table(summary, SUMMARY_COLUMNS),

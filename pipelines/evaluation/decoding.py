@@ -90,7 +90,8 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
     chat = prompt_options(variant, model_dir, chat)
     backend = load_backend(decoding.backend, model_dir)
     tokenizer = backend.tokenizer
-    common = {"variant": variant, "model_version": model_version, "decoding": decoding.describe()}
+    common = {"variant": variant, "model_version": model_version, "decoding": decoding.describe(),
+              "few_shot": decoding.few_shot}
     rows: list[dict] = []
     if decoding.method == "cot":
         assert isinstance(backend, TransformersBackend)  # Decoding validates this
@@ -129,8 +130,10 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
 def _row(common: dict, item: dict, index: int, seed: int, prompt: str, text: str, tokens: int, tokenizer,
          seconds: float, selected: bool, confidence: float | None) -> dict:
     thinking, answer = split_thinking(text, tokenizer)
+    # n-shot samples of an item are other samples than its zero-shot ones (whose ids predate few-shot)
+    shots = (f"shots={common['few_shot']}",) if common["few_shot"] else ()
     return {**common, "sample_id": sample_id(common["variant"], common["model_version"], item["suite"],
-                                             item["problem_id"], str(index)),
+                                             item["problem_id"], str(index), *shots),
             "suite": item["suite"], "problem_id": item["problem_id"], "sample_index": index, "seed": seed,
             "prompt": prompt, "output": text, "output_tokens": tokens, "thinking_tokens": thinking,
             "answer_tokens": answer, "selected": selected, "confidence": confidence, "seconds": seconds,

@@ -1,6 +1,6 @@
 """The paper-style evaluation report: tables (Markdown + HTML) and plots, from the scores table.
 
-Sections: variant comparison with gaps to base, perturbation drop, domain-shift gap, grader
+Sections: variant comparison with gaps to base, zero- vs few-shot, perturbation drop, domain-shift gap, grader
 dependence, tokens vs accuracy, pass@k curves.
 """
 
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pipelines.data.datasets import DOMAIN_SHIFT, IN_DISTRIBUTION, PERTURBED, SUITES
 from pipelines.evaluation.graders import DESCRIPTIONS
 from pipelines.evaluation.prompts import BASE, VARIANTS
-from pipelines.evaluation.scoring import DEFAULT_GRADER
+from pipelines.evaluation.scoring import DEFAULT_GRADER, is_headline
 
-SECTIONS = ("Variant comparison", "Perturbation drop", "Domain-shift gap", "Grader dependence",
-            "Tokens vs accuracy", "pass@k")
+SECTIONS = ("Variant comparison", "Zero-shot vs few-shot", "Perturbation drop", "Domain-shift gap",
+            "Grader dependence", "Tokens vs accuracy", "pass@k")
 
 
 @dataclass
@@ -38,8 +38,14 @@ def _ordered(values: set[str], order) -> list[str]:
     return [v for v in order if v in values] + sorted(values - set(order))
 
 
+def _is_primary(row: dict) -> bool:
+    return row.get("primary", row["grader"] == DEFAULT_GRADER)
+
+
 def build_report(scores: list[dict], perturbation_drops: list[dict] = ()) -> Report:
-    main = {(s["variant"], s["suite"]): s for s in scores if s.get("primary", s["grader"] == DEFAULT_GRADER)}
+    comparison = [s for s in scores if _is_primary(s)]  # every few-shot setting, for the zero- vs few-shot table
+    scores = [s for s in scores if is_headline(s)]  # each variant's configured setting: the main tables
+    main = {(s["variant"], s["suite"]): s for s in scores if _is_primary(s)}
     variants = _ordered({v for v, _ in main}, VARIANTS)
     suites = _ordered({s for _, s in main}, SUITES)
     acc = lambda v, s: main[(v, s)]["pass_at_1"] if (v, s) in main else float("nan")  # noqa: E731
@@ -58,6 +64,8 @@ def build_report(scores: list[dict], perturbation_drops: list[dict] = ()) -> Rep
         md += _table(["variant"] + [h for s in suites for h in (f"{s} CoT", f"{s} greedy")],
                      [[v] + [x for s in suites for x in (acc(v, s), main[(v, s)]["greedy_pass_at_1"])] for v in cot])
         md += [""]
+
+    md += _few_shot_section(comparison, variants, suites)
 
     md += ["## Perturbation drop (in-distribution − perturbed)", ""]
     md += _table(["variant", "in_distribution", "perturbed", "drop"],
@@ -103,6 +111,19 @@ def build_report(scores: list[dict], perturbation_drops: list[dict] = ()) -> Rep
              "tokens_vs_accuracy.png": _tokens_plot(main, variants, suites)}
     markdown = "\n".join(md)
     return Report(markdown, _html(markdown, plots), plots)
+
+
+def _few_shot_section(primary_rows: list[dict], variants: list[str], suites: list[str]) -> list[str]:
+    """pass@1 per exemplar count, side by side: what the paper's few-shot CoT prompting changed."""
+    md = ["## Zero-shot vs few-shot (pass@1)", ""]
+    by_shots = {(s["variant"], s["suite"], s.get("few_shot") or 0): s["pass_at_1"] for s in primary_rows}
+    counts = sorted({n for _, _, n in by_shots})
+    if len(counts) < 2:
+        return md + [f"Every variant was evaluated {counts[0] if counts else 0}-shot only: set `compare_shots` "
+                     "(e.g. `few_shot: 4, compare_shots: [0]`) on an eval asset for this comparison.", ""]
+    rows = [[v, s] + [by_shots.get((v, s, n), float("nan")) for n in counts] for v in variants for s in suites
+            if sum((v, s, n) in by_shots for n in counts) > 1]
+    return md + _table(["variant", "suite"] + [f"{n}-shot" for n in counts], rows) + [""]
 
 
 def embed_png(png: bytes, alt: str) -> str:

@@ -1,10 +1,10 @@
 """Grading and metrics over stored generations: re-grading never regenerates.
 
-For each (variant, suite, grader): pass@1, unbiased pass@k (k = samples per item) and its whole curve,
-maj@k over the grader's normalized answers (equivalent answers vote together), and token/latency
-costs. For CoT-decoded base models, pass@1 is the accuracy of the confidence-selected branch, pass@k
-is "any of the K branches", and greedy_pass_at_1 is plain greedy decoding (branch 0), so the report
-shows what CoT decoding changed.
+For each (variant, suite, few-shot setting, grader): pass@1, unbiased pass@k (k = samples per item)
+and its whole curve, maj@k over the grader's normalized answers (equivalent answers vote together),
+and token/latency costs. For CoT-decoded base models, pass@1 is the accuracy of the
+confidence-selected branch, pass@k is "any of the K branches", and greedy_pass_at_1 is plain greedy
+decoding (branch 0), so the report shows what CoT decoding changed.
 """
 
 from __future__ import annotations
@@ -28,20 +28,30 @@ def grade_generations(generations: list[dict], workers: int) -> list[dict]:
             for grader, results in grades.items() for row, (extracted, correct) in zip(generations, results)]
 
 
+def is_headline(row: dict) -> bool:
+    """Whether a generation or score row is of its variant's configured few-shot setting (the main tables'),
+    not one evaluated beside it for the zero- vs few-shot comparison; rows stored before that flag are."""
+    return row.get("headline") is not False
+
+
+def shots_of(generation: dict) -> int:
+    return json.loads(generation["decoding"]).get("few_shot", 0)
+
+
 def score(generations: list[dict], graded: list[dict]) -> list[dict]:
+    """One row per (variant, suite, few-shot setting, grader)."""
     verdicts = {(g["sample_id"], g["grader"]): g for g in graded}
     graders = sorted({g["grader"] for g in graded})
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    groups: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
     for row in generations:
-        groups[(row["variant"], row["suite"])].append(row)
+        groups[(row["variant"], row["suite"], shots_of(row))].append(row)
     scores = []
-    for (variant, suite), rows in sorted(groups.items()):
+    for (variant, suite, shots), rows in sorted(groups.items()):
         per_item: dict[str, list[dict]] = defaultdict(list)
         for row in rows:
             per_item[row["problem_id"]].append(row)
         n = min(len(samples) for samples in per_item.values())
-        decoding = json.loads(rows[0]["decoding"])
-        method, shots = decoding["method"], decoding.get("few_shot", 0)
+        method = json.loads(rows[0]["decoding"])["method"]
         for grader in graders:
             first, at_k, majority, curve, greedy = [], [], [], [0.0] * n, []
             for samples in per_item.values():
@@ -58,6 +68,7 @@ def score(generations: list[dict], graded: list[dict]) -> list[dict]:
             items = len(per_item)
             scores.append({
                 "variant": variant, "suite": suite, "grader": grader, "decoding": method, "few_shot": shots,
+                "headline": is_headline(rows[0]),
                 "items": items, "k": n,
                 "model_version": rows[0].get("model_version"),
                 "pass_at_1": sum(first) / items, "pass_at_k": sum(at_k) / items, "maj_at_k": sum(majority) / items,
@@ -87,7 +98,7 @@ def perturbation_drops(generations: list[dict], graded: list[dict], suite_rows: 
     verdicts = {g["sample_id"]: bool(g["correct"]) for g in graded if g["grader"] == grader}
     twins = {(r["suite"], r["problem_id"]): r for r in suite_rows if r.get("perturbation")}
     per_item: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    for row in generations:
+    for row in filter(is_headline, generations):  # each variant's configured few-shot setting
         per_item[(row["variant"], row["suite"], row["problem_id"])].append(row)
     accuracy = {key: item_pass_at_1(samples, [verdicts[s["sample_id"]] for s in samples],
                                     json.loads(samples[0]["decoding"])["method"])

@@ -13,12 +13,12 @@ import json
 
 from pipelines.data.datasets import IN_DISTRIBUTION, SUITES
 from pipelines.evaluation.prompts import VARIANTS
-from pipelines.evaluation.scoring import DEFAULT_GRADER
+from pipelines.evaluation.scoring import DEFAULT_GRADER, is_headline
 
 SUMMARY_TABLE = "eval_scores_summary.json"
 # (column, type) of each summary row; the type as Dagster's TableColumn names it
 SUMMARY_COLUMNS = (("variant", "string"), ("suite", "string"), ("grader", "string"), ("primary", "bool"),
-                   ("decoding", "string"), ("k", "int"), ("pass_at_1", "float"), ("pass_at_k", "float"),
+                   ("decoding", "string"), ("few_shot", "int"), ("k", "int"), ("pass_at_1", "float"), ("pass_at_k", "float"),
                    ("maj_at_k", "float"), ("greedy_pass_at_1", "float"), ("mean_output_tokens", "float"),
                    ("mean_thinking_tokens", "float"))
 
@@ -33,12 +33,14 @@ def _primary(row: dict) -> bool:
 
 
 def summary_rows(scores: list[dict]) -> list[dict]:
-    """One row per variant, suite and grader (the primary grader first), with the headline columns."""
+    """One row per variant, suite, few-shot setting and grader (the configured setting and the primary grader
+    first), with the headline columns."""
     def key(row):
-        return (_rank(row["variant"], VARIANTS), _rank(row["suite"], SUITES), not _primary(row), row["grader"])
+        return (_rank(row["variant"], VARIANTS), _rank(row["suite"], SUITES), not is_headline(row),
+                row.get("few_shot") or 0, not _primary(row), row["grader"])
 
-    return [{column: _rounded(row.get(column)) for column, _ in SUMMARY_COLUMNS} | {"primary": _primary(row)}
-            for row in sorted(scores, key=key)]
+    return [{column: _rounded(row.get(column)) for column, _ in SUMMARY_COLUMNS}
+            | {"primary": _primary(row), "few_shot": row.get("few_shot") or 0} for row in sorted(scores, key=key)]
 
 
 def _rounded(value):
@@ -55,7 +57,7 @@ def metric_points(scores: list[dict]) -> list[tuple[str, int, float]]:
     k = 1..K, and the headline ``pass_at_1/<variant>`` (in-distribution) at step 0."""
     points = []
     for row in scores:
-        if not _primary(row):
+        if not _primary(row) or not is_headline(row):  # each variant's configured few-shot setting
             continue
         curve = json.loads(row["pass_at_k_curve"])
         points += [(f"pass_at_k/{row['variant']}/{row['suite']}", k, value) for k, value in enumerate(curve, 1)]

@@ -45,7 +45,7 @@ def test_eval_scores_logs_one_table_and_pass_at_k_curves(tmp_path, mlflow_server
         (v, s, g) for v in ("base", "reasoning") for s in SUITES for g in ("strict", "flexible", "exact", "math_verify")}
     assert rows[0] == {  # base first, in-distribution first, the suite's primary grader first
         "variant": "base", "suite": "in_distribution", "grader": "exact", "primary": True, "decoding": "cot",
-        "k": 2, "pass_at_1": 0.5, "pass_at_k": 1.0, "maj_at_k": 0.5, "greedy_pass_at_1": 0.5,
+        "few_shot": 0, "k": 2, "pass_at_1": 0.5, "pass_at_k": 1.0, "maj_at_k": 0.5, "greedy_pass_at_1": 0.5,
         "mean_output_tokens": 10.0, "mean_thinking_tokens": 0.0}
 
     # Dagster shows the same table

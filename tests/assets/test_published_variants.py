@@ -25,7 +25,7 @@ def test_published_models_are_evaluated_as_the_reports_variants(tmp_path):
     models = {"base": base, "instruct": instruct, "reasoning": base}
     ops = {f"eval_{variant}": {"config": {"published_model": str(path), "max_new_tokens": 4, "samples": 1}}
            for variant, path in models.items()}
-    ops["eval_base"]["config"]["few_shot"] = 2  # the paper's few-shot CoT for the base model
+    ops["eval_base"]["config"] |= {"few_shot": 2, "compare_shots": [0]}  # few-shot CoT, zero-shot beside it
     ops["eval_suites"] = {"config": {"builtin_suites": ["gsm8k", "math500"], "builtin_limit": 8}}
     result = dg.materialize([raw_problems, eval_suites, training_problems, eval_base, eval_instruct, eval_reasoning,
                              eval_scores, eval_report], resources=resources, run_config={"ops": ops},
@@ -41,9 +41,13 @@ def test_published_models_are_evaluated_as_the_reports_variants(tmp_path):
     report = result.asset_materializations_for_node("eval_report")[-1].metadata["report"].value
     assert all(f"| {variant} |" in report for variant in models) and "base = cot (k=1, 2-shot)" in report
     assert "math500 = `math_verify`" in report and "gsm8k pass@1" in report
-    prompts = {r["variant"]: r["prompt"] for r in store.query("SELECT variant, any_value(prompt) AS prompt "
-                                                             "FROM eval_generations GROUP BY variant")}
-    assert prompts["base"].count("Question:") == 3 and prompts["instruct"].count("Question:") == 0
+    prompts = {(r["variant"], r["few_shot"]): r["prompt"] for r in store.query(
+        "SELECT variant, few_shot, any_value(prompt) AS prompt FROM eval_generations GROUP BY ALL")}
+    assert prompts[("base", 2)].count("Question:") == 3 and prompts[("base", 0)].count("Question:") == 1
+    assert prompts[("instruct", 0)].count("Question:") == 0 and len(prompts) == 4
+    [ids] = store.query("SELECT count(*) = count(DISTINCT sample_id) AS ok FROM eval_generations")
+    assert ids["ok"]  # the 0-shot and 2-shot samples of an item are different rows
+    assert "| variant | suite | 0-shot | 2-shot |" in report and "| base | gsm8k |" in report
     [audit] = store.query("SELECT sources FROM lineage WHERE asset = 'eval_instruct'")
     assert json.loads(audit["sources"]) == [{"published_model": str(instruct), "path": str(instruct),
                                              "sha256": model_content_version(instruct)}]

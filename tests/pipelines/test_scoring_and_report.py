@@ -61,7 +61,9 @@ def test_report_has_every_section_tables_and_plots():
     for section in SECTIONS:
         assert section in report.markdown
     assert "| reasoning | 0.750 | 0.250 |" in report.markdown  # pass@1 and the gap to base
-    assert report.html.count("<table>") == len(SECTIONS) + 1  # + CoT-vs-greedy for the base
+    # + CoT-vs-greedy for the base, − zero- vs few-shot (one setting only: the section says how to get it)
+    assert report.html.count("<table>") == len(SECTIONS)
+    assert "evaluated 0-shot only: set `compare_shots`" in report.markdown
     assert "<h2>Grader dependence" in report.html and "| base | 0.500 | 0.500 |" in report.markdown
     assert "`flexible`: lm-eval GSM8K flexible-extract" in report.markdown  # what each grader column is
     assert set(report.plots) == {"accuracy_by_variant_suite.png", "pass_at_k_curves.png", "tokens_vs_accuracy.png"}
@@ -132,3 +134,29 @@ def test_few_shot_prompts_put_training_exemplars_before_the_question(tmp_path):
     assert "few_shot" not in zero.describe() and '"few_shot": 5' in Decoding("sample", 8, 4, 0, few_shot=5).describe()
     with pytest.raises(ValueError, match="only 10 training problems"):
         few_shot_exemplars(train, 11, seed=0)
+
+
+def test_zero_and_few_shot_are_scored_apart_and_reported_side_by_side():
+    """The paper compares zero-shot with few-shot CoT in one report; one eval asset can now generate both
+    (``compare_shots``): each setting is scored on its own, the main tables keep the configured one."""
+    from pipelines.evaluation.summary import metric_points, summary_rows
+
+    def shot_row(problem, output, shots, headline):
+        row = _row("reasoning", "in_distribution", problem, 0, output, "4", "sample")
+        decoding = {"method": "sample", **({"few_shot": shots} if shots else {})}
+        return {**row, "sample_id": f"{row['sample_id']}-{shots}", "decoding": json.dumps(decoding),
+                "headline": headline}
+
+    # 4-shot (the configured setting): right on both items; 0-shot beside it: right on one
+    generations = [shot_row("p1", "#### 4", 4, True), shot_row("p2", "#### 4", 4, True),
+                   shot_row("p1", "#### 4", 0, False), shot_row("p2", "#### 5", 0, False)]
+    scores = score(generations, grade_generations(generations, workers=1))
+    exact = {s["few_shot"]: s for s in scores if s["grader"] == "exact"}
+    assert (exact[4]["pass_at_1"], exact[0]["pass_at_1"]) == (1.0, 0.5)
+    assert (exact[4]["headline"], exact[0]["headline"]) == (True, False)
+    report = build_report(scores).markdown
+    assert "| variant | suite | 0-shot | 4-shot |" in report and "| reasoning | in_distribution | 0.500 | 1.000 |" in report
+    assert "| reasoning | 1.000 |" in report  # the variant comparison shows the configured 4-shot setting
+    assert [v for key, _, v in metric_points(scores) if key == "pass_at_1/reasoning"] == [1.0]  # one headline each
+    assert {(r["few_shot"], r["grader"]) for r in summary_rows(scores)} == {(n, g) for n in (0, 4) for g in
+                                                                            ("strict", "flexible", "exact", "math_verify")}
