@@ -64,6 +64,9 @@ class ExtraSuite(dg.Config):
                                                "stripped), math (LaTeX: math-verify is primary), choice "
                                                "(a letter), text.")
     strip_units: bool = True
+    rel_tol: float | None = Field(default=None, ge=0, description="answer_type number only: the exact "
+                                  "grader accepts a value within rel_tol * |gold| (0.01: 1%); a gold 0 "
+                                  "needs exactly 0. Unset: the exact value.")
     instruction: str | None = Field(default=None, description="Appended to every question, e.g. "
                                     "'Put the final answer in \\boxed{}.'")
     system_prompt: str | None = Field(default=None, description="Asked with this system prompt instead of "
@@ -77,8 +80,8 @@ class ExtraSuite(dg.Config):
                          question=self.question or f"{{{self.question_field}}}", answer_field=self.answer_field,
                          answer_from="field" if self.answer_format == "number" else self.answer_format,
                          answer_regex=self.answer_regex, answer_type=self.answer_type, strip_units=self.strip_units,
-                         instruction=self.instruction, system_prompt=self.system_prompt, limit=self.limit,
-                         seed=self.seed)
+                         rel_tol=self.rel_tol, instruction=self.instruction, system_prompt=self.system_prompt,
+                         limit=self.limit, seed=self.seed)
 
 
 class EvalSuitesConfig(dg.Config):
@@ -121,7 +124,8 @@ def eval_suites(context: dg.AssetExecutionContext, config: EvalSuitesConfig, duc
                              data.max_operand, {r.spec.name: r.items for r in loaded},
                              perturbations=tuple(config.perturbations),
                              answer_types={r.spec.name: r.spec.answer_type for r in loaded},
-                             system_prompts={r.spec.name: r.spec.system_prompt for r in loaded})
+                             system_prompts={r.spec.name: r.spec.system_prompt for r in loaded},
+                             rel_tols={r.spec.name: r.spec.rel_tol for r in loaded})
     problems = [p for r in loaded if (p := r.problem(config.max_quarantine_rate))]
     quarantined = [q for r in loaded for q in r.quarantined]
     version = rows_version(rows)

@@ -102,7 +102,8 @@ def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_o
                       extra_suites: dict[str, list[Problem]] | None = None,
                       perturbations: tuple[str, ...] = PERTURBATIONS,
                       answer_types: dict[str, str] | None = None,
-                      system_prompts: dict[str, str | None] | None = None) -> list[dict]:
+                      system_prompts: dict[str, str | None] | None = None,
+                      rel_tols: dict[str, float | None] | None = None) -> list[dict]:
     """In-distribution held-out, paired perturbed twins and domain-shifted wording.
 
     Held-out item i gets one twin of kind ``perturbations[i % len]`` (the next kind if that one does
@@ -111,7 +112,8 @@ def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_o
     ingested data it is left out. ``extra_suites`` (GSM8K, MATH-500, a user's file) are added as they
     are (their own size: ``pipelines/data/suites.py`` samples them) and checked for overlap with training
     like the rest; ``answer_types`` says how each extra suite's gold answer is graded (default number),
-    ``system_prompts`` which suites ask with their own system prompt (stored per item, None when unset).
+    ``system_prompts`` which suites ask with their own system prompt and ``rel_tols`` which number suites
+    accept answers within a relative tolerance (both stored per item, None when unset).
     """
     unknown = sorted(set(perturbations) - set(PERTURBATIONS))
     if unknown or not perturbations:
@@ -133,11 +135,11 @@ def build_eval_suites(problems: list[Problem], suite_size: int, seed: int, max_o
         if name in SUITES:
             raise ValueError(f"extra suite name '{name}' collides with a built-in suite {SUITES}")
         suites += [(name, p, None, None) for p in extra]
-    types, systems = answer_types or {}, system_prompts or {}
+    types, systems, tolerances = answer_types or {}, system_prompts or {}, rel_tols or {}
     rows = [{"suite": suite, "problem_id": p.problem_id, "key": p.key, "question": p.question,
              "solution": p.solution, "answer": p.answer, "original_problem_id": original,
              "perturbation": kind, "answer_type": types.get(suite, "number"),
-             "system_prompt": systems.get(suite) or None}
+             "system_prompt": systems.get(suite) or None, "rel_tol": tolerances.get(suite)}
             for suite, p, original, kind in suites]
     return rows
 

@@ -9,6 +9,7 @@ blocking check when a suite ends empty or too much of it was quarantined.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,7 @@ class SuiteSpec:
     answer_regex: str | None = None  # answer_from "regex": its first group is the answer
     answer_type: str = "number"  # see ANSWER_TYPES
     strip_units: bool = True  # number: "9 (apples)" is 9
+    rel_tol: float | None = None  # number: `exact` accepts a value within rel_tol * |gold| (gold 0: exactly 0)
     instruction: str | None = None  # appended to every question, e.g. "Put the final answer in \\boxed{}."
     system_prompt: str | None = None  # chat variants are asked with it instead of the checkpoint's own
     limit: int | None = None  # a seeded sample of this many items; None: all
@@ -53,6 +55,10 @@ class SuiteSpec:
             raise ValueError(f"suite {self.name}: answer_type '{self.answer_type}', expected one of {ANSWER_TYPES}")
         if self.answer_from == "regex" and not self.answer_regex:
             raise ValueError(f"suite {self.name}: answer_from regex needs answer_regex")
+        if self.rel_tol is not None and self.answer_type != "number":
+            raise ValueError(f"suite {self.name}: rel_tol is for answer_type number, not '{self.answer_type}'")
+        if self.rel_tol is not None and not (math.isfinite(self.rel_tol) and self.rel_tol >= 0):
+            raise ValueError(f"suite {self.name}: rel_tol {self.rel_tol}, expected a finite number >= 0")
         if not _FIELD.search(self.question):
             raise ValueError(f"suite {self.name}: question template '{self.question}' names no field")
 

@@ -11,7 +11,9 @@ grader, which is what maj@k votes over.
   4, "−3" reads 3 and ``$\\boxed{82}$.`` reads nothing. That is lm-eval's behaviour, kept so the
   numbers compare with published ones; the next two graders read the final-answer region instead.
 - ``exact``: the project's default: the final-answer region (``grading.final_answer_region``), its
-  number as an exact decimal value (fractions and Unicode minus included).
+  number as an exact decimal value (fractions and Unicode minus included); with an item's relative
+  tolerance (a ``number`` suite's ``rel_tol``), any value within ``rel_tol * |gold|`` (see
+  ``within_tolerance``). The other graders ignore it: lm-eval's compare strings, math-verify its own way.
 - ``math_verify``: HF math-verify on that same region, run in worker processes (its timeouts use
   ``signal.alarm``, which only works in a process's main thread).
 """
@@ -20,8 +22,9 @@ from __future__ import annotations
 
 import multiprocessing
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from decimal import Decimal
 from functools import lru_cache
 
 from pipelines.evaluation.grading import BOXED, extract_final_answer, final_answer_region, normalize_number
@@ -32,6 +35,8 @@ FLEXIBLE_PATTERN = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
 LM_EVAL_IGNORE = tuple(re.compile(pattern) for pattern in (",", r"\$", r"(?s).*#### ", r"\.$"))
 
 Grade = tuple[str | None, bool]
+# (output, gold), or (output, gold, rel_tol) for an item of a suite with a relative tolerance (None: none)
+Item = tuple[str, str] | tuple[str, str, float | None]
 
 DESCRIPTIONS = {
     "strict": "lm-eval GSM8K strict-match (first number after '#### ')",
@@ -71,9 +76,28 @@ def flexible(output: str, gold: str) -> Grade:
     return _lm_eval_grade(next(group for group in matches[-1] if group) if matches else None, gold)
 
 
-def exact(output: str, gold: str) -> Grade:
+def exact(output: str, gold: str, rel_tol: float | None = None) -> Grade:
     value = extract_final_answer(output)
-    return value, value is not None and value == _gold(gold)[1]
+    correct = value is not None and value == _gold(gold)[1]
+    if not correct and rel_tol is not None and value is not None:  # the common path pays one test
+        correct = within_tolerance(value, _gold(gold)[1], rel_tol)
+    return value, correct
+
+
+def within_tolerance(value: str, gold: str | None, rel_tol: float) -> bool:
+    """``|value - gold| <= rel_tol * |gold|``, on exact decimals (normalized numbers). Relative only: a
+    gold of 0 has no scale, so it takes an exact 0 (as ``math.isclose`` without ``abs_tol``)."""
+    if gold is None:
+        return False
+    expected = Decimal(gold)
+    return abs(Decimal(value) - expected) <= Decimal(repr(rel_tol)) * abs(expected)
+
+
+def item_tolerances(suite_rows: Iterable[dict]) -> dict[tuple[str, str], float]:
+    """(suite, problem_id) -> ``rel_tol`` of the ``eval_suites`` rows that set one (rows stored before the
+    column have none), for ``scoring.grade_generations(..., tolerances=...)``."""
+    return {(r["suite"], r["problem_id"]): float(r["rel_tol"]) for r in suite_rows
+            if r.get("rel_tol") is not None and r["rel_tol"] == r["rel_tol"]}  # NaN: a NULL read through pandas
 
 
 def math_verify_view(output: str) -> str:
@@ -128,8 +152,18 @@ def math_verify_batch(items: Sequence[tuple[str, str]], workers: int = 2) -> lis
 GRADERS: dict[str, Callable[[str, str], Grade]] = {"strict": strict, "flexible": flexible, "exact": exact}
 
 
-def grade_all(items: Sequence[tuple[str, str]], workers: int = 2) -> dict[str, list[Grade]]:
-    """Every grader on the same stored generations (math-verify batched in worker processes)."""
-    results = {name: [grader(output, gold) for output, gold in items] for name, grader in GRADERS.items()}
+def grade_all(items: Sequence[Item], workers: int = 2) -> dict[str, list[Grade]]:
+    """Every grader on the same stored generations (math-verify batched in worker processes). An item's
+    third element, a relative tolerance, widens ``exact`` only; without any, the pairs go as they are."""
+    tolerances = None
+    if any(len(item) > 2 for item in items):
+        tolerances = [item[2] if len(item) > 2 else None for item in items]
+        items = [(item[0], item[1]) for item in items]
+    results: dict[str, list[Grade]] = {}
+    for name, grader in GRADERS.items():
+        if name == "exact" and tolerances is not None:
+            results[name] = [exact(output, gold, tol) for (output, gold), tol in zip(items, tolerances)]
+        else:
+            results[name] = [grader(output, gold) for output, gold in items]
     results["math_verify"] = math_verify_batch(items, workers)
     return results

@@ -19,9 +19,15 @@ from pipelines.evaluation.metrics import majority_verdict, pass_at_k
 DEFAULT_GRADER = "exact"
 
 
-def grade_generations(generations: list[dict], workers: int) -> list[dict]:
-    """One row per (sample, grader)."""
-    items = [(row["output"], row["gold"]) for row in generations]
+def grade_generations(generations: list[dict], workers: int,
+                      tolerances: dict[tuple[str, str], float] | None = None) -> list[dict]:
+    """One row per (sample, grader). ``tolerances``: (suite, problem_id) -> relative tolerance of ``exact``
+    for the items of number suites that set ``rel_tol`` (``graders.item_tolerances(suite_rows)``)."""
+    if tolerances:
+        items = [(row["output"], row["gold"], tolerances.get((row["suite"], row["problem_id"])))
+                 for row in generations]
+    else:
+        items = [(row["output"], row["gold"]) for row in generations]
     grades = grade_all(items, workers=workers)
     return [{"sample_id": row["sample_id"], "variant": row["variant"], "suite": row["suite"], "grader": grader,
              "extracted": extracted, "correct": correct}

@@ -19,16 +19,22 @@ def _digest(content) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def suites_fingerprint(suite_rows: Iterable[dict]) -> str:
+def suites_fingerprint(suite_rows: Iterable[dict], prompts_only: bool = False) -> str:
     """Identifies the eval items (not their order): equal fingerprints mean comparable scores. An item's
-    suite system prompt changes its prompt, so it counts, but only where set: items without one (every
-    suite before the column existed) keep their fingerprint, and so their stored generations."""
-    return _digest(sorted(_item(r) for r in suite_rows))
+    suite system prompt (its prompt) and relative tolerance (its grades) count, but only where set: items
+    without them (every suite before those columns existed) keep their fingerprint, and so their stored
+    generations. ``prompts_only`` leaves the tolerance out, for a generation fingerprint: a new tolerance
+    then re-grades (``scores_fingerprint(..., tolerances)``) without regenerating."""
+    return _digest(sorted(_item(r, prompts_only) for r in suite_rows))
 
 
-def _item(row: dict) -> tuple:
+def _item(row: dict, prompts_only: bool) -> tuple:
     item = (row["suite"], row["problem_id"], row["question"], str(row["answer"]))
-    return item + ("system_prompt", row["system_prompt"]) if row.get("system_prompt") else item
+    if row.get("system_prompt"):
+        item += ("system_prompt", row["system_prompt"])
+    if not prompts_only and row.get("rel_tol") is not None and row["rel_tol"] == row["rel_tol"]:  # NaN: NULL
+        item += ("rel_tol", float(row["rel_tol"]))
+    return item
 
 
 def generation_fingerprint(variant: str, model_version: str, suites: str, decoding: str,
@@ -38,5 +44,8 @@ def generation_fingerprint(variant: str, model_version: str, suites: str, decodi
     return _digest(parts + [chat_options] if chat_options else parts)
 
 
-def scores_fingerprint(generation_fingerprints: Iterable[str]) -> str:
-    return _digest([sorted(set(generation_fingerprints)), GRADING_CODE_VERSION])
+def scores_fingerprint(generation_fingerprints: Iterable[str],
+                       tolerances: dict[tuple[str, str], float] | None = None) -> str:
+    """``tolerances`` (``graders.item_tolerances``) only when any is set: unset, earlier versions stand."""
+    parts = [sorted(set(generation_fingerprints)), GRADING_CODE_VERSION]
+    return _digest(parts + [sorted([*key, value] for key, value in tolerances.items())] if tolerances else parts)

@@ -124,16 +124,19 @@ def test_the_raw_folder_is_observed_by_the_first_build(tmp_path, lineage_home):
     assert observation.asset_observation.tags["dagster/data_version"] == folder.fingerprint
 
 
-def test_a_suites_system_prompt_is_a_column_of_its_items(lineage_home, tmp_path):
-    """The Launchpad's extra_suites took no system prompt, and eval_suites rows had no place for one."""
+def test_a_suites_system_prompt_and_tolerance_are_columns_of_its_items(lineage_home, tmp_path):
+    """The Launchpad's extra_suites took no system prompt nor tolerance, and eval_suites rows had no place
+    for them."""
     numbers = tmp_path / "numbers.jsonl"
     numbers.write_text("".join(json.dumps({"q": f"What is {i} + {i}?", "a": str(2 * i)}) + "\n" for i in range(10)))
     resources = default_resources(lineage_home, profile="smoke", tracking_uri="sqlite:///unused.db")
     config = {"extra_suites": [{"name": "terse", "path": str(numbers), "question_field": "q", "answer_field": "a",
-                                "answer_format": "number", "system_prompt": "Answer with a number only."}]}
+                                "answer_format": "number", "system_prompt": "Answer with a number only.",
+                                "rel_tol": 0.01}]}
     result = dg.materialize([raw_data_files, raw_problems, eval_suites], resources=resources,
                             selection=["raw_problems", "eval_suites"], run_config={"ops": {"eval_suites": {"config": config}}})
     assert result.success
-    rows = resources["duckdb"].query("SELECT DISTINCT suite, system_prompt FROM eval_suites")
-    assert {r["suite"]: r["system_prompt"] for r in rows} == {
-        "in_distribution": None, "perturbed": None, "domain_shift": None, "terse": "Answer with a number only."}
+    rows = resources["duckdb"].query("SELECT DISTINCT suite, system_prompt, rel_tol FROM eval_suites")
+    assert {r["suite"]: (r["system_prompt"], r["rel_tol"]) for r in rows} == {
+        "in_distribution": (None, None), "perturbed": (None, None), "domain_shift": (None, None),
+        "terse": ("Answer with a number only.", 0.01)}

@@ -83,3 +83,30 @@ def test_math_verify_reads_only_the_final_answer_region():
     grades = math_verify_batch(items, workers=1)
     assert [correct for _, correct in grades] == [False, False, True, False, True, True, True]
     assert [answer for answer, _ in grades] == ["18", "7", "12", "0.75", "-3", "82", "18"]  # normalized
+
+
+def test_exact_accepts_a_number_within_a_suites_relative_tolerance():
+    """Issue #17: a number suite's rel_tol; every answer had to be the exact value."""
+    from pipelines.evaluation.graders import item_tolerances
+    from pipelines.evaluation.scoring import grade_generations
+
+    assert exact("The answer is 100.5", "100", rel_tol=0.01) == ("100.5", True)
+    assert exact("The answer is 101", "100", rel_tol=0.01)[1]  # the bound itself is within
+    assert not exact("The answer is 102", "100", rel_tol=0.01)[1]
+    assert not exact("The answer is 100.5", "100")[1] and not exact("The answer is 100.5", "100", None)[1]
+    assert exact("#### -99.2", "-100", rel_tol=0.01)[1] and not exact("#### 99.5", "-100", rel_tol=0.01)[1]
+    assert not exact("#### 0.001", "0", rel_tol=0.01)[1] and exact("#### 0", "0", rel_tol=0.01)[1]  # gold 0: exact
+    assert not exact("no number", "100", rel_tol=0.5)[1]
+
+    rows = [{"sample_id": f"s{i}", "variant": "instruct", "suite": suite, "problem_id": "p", "output": output,
+             "gold": "100"} for i, (suite, output) in enumerate([("lab", "#### 100.5"), ("gsm8k", "#### 100.5")])]
+    suite_rows = [{"suite": "lab", "problem_id": "p", "rel_tol": 0.01}, {"suite": "gsm8k", "problem_id": "p",
+                                                                          "rel_tol": None}]
+    assert item_tolerances(suite_rows) == {("lab", "p"): 0.01}
+    graded = grade_generations(rows, workers=1, tolerances=item_tolerances(suite_rows))
+    verdicts = {(g["suite"], g["grader"]): g["correct"] for g in graded}
+    assert verdicts[("lab", "exact")] and not verdicts[("gsm8k", "exact")]
+    assert not verdicts[("lab", "strict")] and not verdicts[("lab", "flexible")]  # lm-eval's: strings, as published
+    assert [g["grader"] for g in graded] == [g["grader"] for g in grade_generations(rows, workers=1)]
+    items = [(r["output"], r["gold"]) for r in rows]
+    assert grade_all(items, workers=1) == grade_all([(*items[0], None), items[1]], workers=1)

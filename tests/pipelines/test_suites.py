@@ -118,3 +118,27 @@ def test_a_suite_system_prompt_is_stored_per_item_and_asks_its_items(tmp_path):
                                                                  chat=own)}
     assert "<|im_start|>system\nBe terse.<|im_end|>" in prompts["terse"]
     assert prompts[items[0]["suite"]] == build_prompt("reasoning", items[0]["question"], tokenizer, own)
+
+
+def test_a_number_suites_relative_tolerance_is_stored_per_item_and_validated(tmp_path):
+    from pipelines.data.datasets import build_eval_suites
+    from pipelines.data.synthetic import generate_problems
+    from pipelines.evaluation.versioning import scores_fingerprint, suites_fingerprint
+
+    rows = [{"question": f"Measure {i}?", "answer": f"{i}.5 cm"} for i in range(3)]
+    spec = SuiteSpec("lab", _write(tmp_path / "lab.jsonl", rows), answer_from="field", rel_tol=0.01)
+    items = build_eval_suites(generate_problems(40, seed=0, max_operand=20, eval_fraction=0.5), 2, 0, 20,
+                              {"lab": load_suite(spec).items}, rel_tols={"lab": spec.rel_tol})
+    assert {r["rel_tol"] for r in items if r["suite"] == "lab"} == {0.01}
+    assert {r["rel_tol"] for r in items if r["suite"] != "lab"} == {None}
+    item = next(r for r in items if r["suite"] == "lab")
+    exact_only = {**item, "rel_tol": None}
+    assert suites_fingerprint([exact_only]) == suites_fingerprint([{k: v for k, v in item.items() if k != "rel_tol"}])
+    assert suites_fingerprint([item]) != suites_fingerprint([exact_only])  # other grades: not comparable scores
+    assert suites_fingerprint([item], prompts_only=True) == suites_fingerprint([exact_only])  # same generations
+    assert scores_fingerprint(["g"], {}) == scores_fingerprint(["g"]) != scores_fingerprint(["g"], {("lab", "p"): 0.01})
+    for bad, match in ((dict(answer_type="math"), "rel_tol is for answer_type number"),
+                       (dict(rel_tol=-0.1), "expected a finite number >= 0"),
+                       (dict(rel_tol=float("nan")), "expected a finite number >= 0")):
+        with pytest.raises(ValueError, match=match):
+            SuiteSpec("lab", spec.path, answer_from="field", **{"rel_tol": 0.01, **bad})
