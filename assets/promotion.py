@@ -2,8 +2,9 @@
 
 ``<variant>_candidate`` registers the evaluated checkpoint in the MLflow model registry with its scores,
 as a logged model of the MLflow run that trained it, linked back to the checkpoint asset; its blocking
-check compares it with the ``champion`` alias on the same suites; ``<variant>_champion`` moves the
-alias, and runs only when the check passed (a failed check stops it in the same run).
+check compares it with the ``champion`` alias on the same suites, each under its primary grader
+(math-verify for LaTeX-answer suites, exact otherwise); ``<variant>_champion`` moves the alias, and runs
+only when the check passed (a failed check stops it in the same run).
 """
 
 import dagster as dg
@@ -46,8 +47,8 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
             return mlflow.start_run(run_name=f"{variant}_candidate", tags=mlflow.dagster_tags(context))
 
         version = register_candidate(registry, name, variant, checkpoint_dir, duckdb.rows(SCORES_TABLE),
-                                     duckdb.rows("eval_suites"), GateSettings().grader, stand_in_run, tags,
-                                     description, model_name=checkpoint_name)
+                                     duckdb.rows("eval_suites"), stand_in_run, tags, description,
+                                     model_name=checkpoint_name)
         experiment_id = registry.experiment_of(version.run_id)
         links = {"mlflow_model_version": dg.MetadataValue.url(mlflow.model_version_url(name, version.version)),
                  "mlflow_run_id": version.run_id,
@@ -59,20 +60,23 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
             data_version=dg.DataVersion(f"{name}/{version.version}"), metadata={
                 "registered_model": name, "model_version": version.version, "model_uri": version.uri,
                 "checkpoint_version": version.checkpoint_version, "suites_fingerprint": version.suites_fingerprint,
-                "scores": dg.MetadataValue.json(version.scores), "newly_registered": newly_registered, **links}))
+                "scores": dg.MetadataValue.json(version.scores),
+                "graders": dg.MetadataValue.json(version.graders or {}), "newly_registered": newly_registered,
+                **links}))
 
     @dg.asset_check(asset=_candidate, name="no_regression_vs_champion", blocking=True,
-                    description="Same suites, per-suite pass@1 within tolerance of the champion's.")
+                    description="Same suites, per-suite pass@1 (under the suite's primary grader) within "
+                                "tolerance of the champion's.")
     def _gate(config: GateConfig, duckdb: DuckDBStore, checkpoints: CheckpointStore, mlflow: MLflowTracking,
               profile: LineageProfile) -> dg.AssetCheckResult:
         settings = profile.settings().eval
         gate_settings = GateSettings(tolerance=settings.gate_tolerance if config.tolerance is None else config.tolerance)
         suites = duckdb.rows("eval_suites")
 
-        def evaluate(model_dir, model_version):  # only when the champion was scored on other suites
+        def evaluate(model_dir, model_version):  # only when the champion was scored on other suites/graders
             verify_checkpoint(model_dir, checkpoint_name)  # the published files, unchanged since
             return evaluate_checkpoint(variant, model_dir, suites, settings.decoding_for(variant), model_version,
-                                       gate_settings.grader, settings.grading_workers)
+                                       settings.grading_workers)
 
         outcome = check_candidate(mlflow.registry(), registered_model_name(mlflow.registered_model_prefix, variant),
                                   checkpoints.current(checkpoint_name), suites, gate_settings, evaluate)
@@ -82,6 +86,7 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
                 "candidate_version": outcome.candidate.version,
                 "champion_version": outcome.champion.version if outcome.champion else "none",
                 "champion_reevaluated": outcome.champion_reevaluated,
+                "graders": dg.MetadataValue.json(outcome.verdict.graders),  # the grader each suite was gated on
                 "candidate_scores": dg.MetadataValue.json(outcome.candidate.scores),
                 "champion_scores": dg.MetadataValue.json(outcome.champion.scores if outcome.champion else {}),
             })

@@ -1,5 +1,9 @@
 """Register a checkpoint as a candidate, gate it against the champion, promote it: the steps behind
-the ``<variant>_candidate`` / ``<variant>_champion`` assets and their blocking check."""
+the ``<variant>_candidate`` / ``<variant>_champion`` assets and their blocking check.
+
+Each suite is gated on its primary grader (``gating.suite_scores``); the graders are recorded with the
+scores, so a champion scored under other graders (e.g. before primary graders, when every suite was
+gated on ``exact``) is evaluated again, like one scored on other suites."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.evaluation.gating import GateSettings, GateVerdict, gate, suite_scores
+from pipelines.evaluation.gating import GatedScores, GateSettings, GateVerdict, gate, legacy_graders, suite_scores
 from pipelines.evaluation.versioning import suites_fingerprint
 from pipelines.registry import GATE_TAG, ModelRegistry, RegisteredVersion
 from pipelines.training.checkpoint_record import read_record
@@ -25,27 +29,29 @@ class GateOutcome:
     champion_reevaluated: bool
 
 
-def candidate_scores(score_rows: list[dict], variant: str, checkpoint_version: str, grader: str) -> dict[str, float]:
-    """The variant's pass@1 per suite, refusing scores that belong to another checkpoint."""
+def candidate_scores(score_rows: list[dict], variant: str, checkpoint_version: str) -> GatedScores:
+    """The variant's pass@1 per suite under each suite's primary grader (headline rows), refusing scores
+    that belong to another checkpoint."""
     versions = {r["model_version"] for r in score_rows if r["variant"] == variant}
     if versions and versions != {checkpoint_version}:
         raise ValueError(f"eval_scores for '{variant}' are for checkpoint {sorted(versions)}, not the current "
                          f"{checkpoint_version}: re-materialize eval_{variant} and eval_scores first")
-    return suite_scores(score_rows, variant, grader)
+    return suite_scores(score_rows, variant)
 
 
 def register_candidate(registry: ModelRegistry, name: str, variant: str, checkpoint_dir: Path,
-                       score_rows: list[dict], suite_rows: list[dict], grader: str,
+                       score_rows: list[dict], suite_rows: list[dict],
                        open_run: Callable[[], AbstractContextManager], tags: dict[str, str] | None = None,
                        description: str | None = None, model_name: str | None = None) -> RegisteredVersion:
-    """The checkpoint as a model version (registered only the first time), with its scores.
+    """The checkpoint as a model version (registered only the first time), with its scores: per suite,
+    pass@1 under the suite's primary grader, and which grader that is.
 
     The version is a logged model (named ``model_name``) of the run that trained the checkpoint, which
     its ``lineage.json`` names. Only a checkpoint whose training run this tracking store lacks (trained
     against another store) is registered from a stand-in run opened with ``open_run``.
     """
     checkpoint_version = checkpoint_dir.name
-    scores = candidate_scores(score_rows, variant, checkpoint_version, grader)
+    scores, graders = candidate_scores(score_rows, variant, checkpoint_version)
     version = registry.find(name, checkpoint_version)
     if version is None:
         tags = {"variant": variant, **(tags or {})}
@@ -57,7 +63,7 @@ def register_candidate(registry: ModelRegistry, name: str, variant: str, checkpo
             with open_run() as run:
                 version = registry.register(name, checkpoint_dir, run.run_id, checkpoint_version,
                                             tags | {STAND_IN_TAG: training_run or "none"}, description, model_name)
-    return registry.record_scores(version, suites_fingerprint(suite_rows), scores)
+    return registry.record_scores(version, suites_fingerprint(suite_rows), scores, graders)
 
 
 def find_candidate(registry: ModelRegistry, name: str, checkpoint_dir: Path) -> RegisteredVersion:
@@ -70,32 +76,43 @@ def find_candidate(registry: ModelRegistry, name: str, checkpoint_dir: Path) -> 
 
 def check_candidate(registry: ModelRegistry, name: str, checkpoint_dir: Path, suite_rows: list[dict],
                     settings: GateSettings,
-                    evaluate: Callable[[Path, str], dict[str, float]]) -> GateOutcome:
-    """Gate the registered candidate against the champion on the current suites.
+                    evaluate: Callable[[Path, str], GatedScores]) -> GateOutcome:
+    """Gate the registered candidate against the champion on the current suites, each suite under the
+    grader the candidate was scored with (its primary grader).
 
-    ``evaluate(model_dir, model_version)`` scores a checkpoint on the current suites; it is called
-    only when the champion's recorded scores are for other suites.
+    ``evaluate(model_dir, model_version)`` scores a checkpoint on the current suites under their primary
+    graders (``gating.evaluate_checkpoint``); it is called only when the champion's recorded scores are
+    for other suites or under other graders.
     """
     candidate = find_candidate(registry, name, checkpoint_dir)
     fingerprint = suites_fingerprint(suite_rows)
     if candidate.suites_fingerprint != fingerprint or candidate.scores is None:
         raise ValueError(f"candidate {name} v{candidate.version} was scored on other suites: "
                          f"re-materialize its candidate asset")
+    graders = _graders(candidate)
     champion = registry.champion(name)
     reevaluated = False
-    if champion is not None and champion.version != candidate.version and champion.suites_fingerprint != fingerprint:
+    if champion is not None and champion.version != candidate.version and (
+            champion.suites_fingerprint != fingerprint
+            or any(grader != graders.get(suite) for suite, grader in _graders(champion).items())):
         with tempfile.TemporaryDirectory(prefix="champion-") as scratch:
             champion_dir = registry.checkpoint_files(champion, Path(scratch))
-            champion = registry.record_scores(champion, fingerprint,
-                                              evaluate(champion_dir, champion.checkpoint_version))
+            rescored = evaluate(champion_dir, champion.checkpoint_version)
+            champion = registry.record_scores(champion, fingerprint, rescored.scores, rescored.graders)
         reevaluated = True
     if champion is not None and champion.version == candidate.version:
-        verdict = GateVerdict(True, f"v{candidate.version} is already the champion", [])
+        verdict = GateVerdict(True, f"v{candidate.version} is already the champion", [], graders)
     else:
-        verdict = gate(candidate.scores, champion.scores if champion else None, settings.tolerance)
+        verdict = gate(candidate.scores, champion.scores if champion else None, settings.tolerance, graders,
+                       _graders(champion) if champion else None)
     if verdict.passed:  # promotion checks this, so the alias can only move after a passing gate
         candidate = registry.set_tags(candidate, {GATE_TAG: champion.version if champion else "none"})
     return GateOutcome(verdict, candidate, champion, reevaluated)
+
+
+def _graders(version: RegisteredVersion) -> dict[str, str]:
+    """The grader of each of the version's scores (scores recorded before graders were: all ``exact``)."""
+    return version.graders if version.graders is not None else legacy_graders(version.scores)
 
 
 def promote_candidate(registry: ModelRegistry, name: str, checkpoint_dir: Path) -> tuple[RegisteredVersion,

@@ -8,7 +8,8 @@ the artifact store. The version's source is the logged model's artifact location
 which a SQLite registry resolves through the process-global tracking URI, not this client's. Versions
 are tagged with the checkpoint version (its fingerprint), so registering again is a no-op, and with
 their scores on a named set of eval suites (``suites_fingerprint``), so a later candidate can be
-compared on the same items. Every call goes through the store lock, as in ``pipelines.tracking``.
+compared on the same items, and the grader each suite's score is under (``graders``). Every call goes
+through the store lock, as in ``pipelines.tracking``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CHAMPION = "champion"
 CHECKPOINT_TAG = "checkpoint_version"
 SUITES_TAG = "suites_fingerprint"
 SCORES_TAG = "scores"
+GRADERS_TAG = "graders"  # JSON {suite: grader} of the scores (absent on versions scored before it: all exact)
 GATE_TAG = "gate_passed_against"  # the champion version a candidate was gated against (or "none")
 CHECKPOINT_URI_TAG = "checkpoint_uri"  # file URI of the published checkpoint directory
 MODEL_ID_TAG = "model_id"  # the logged model (MLflow returns versions without their model_id)
@@ -50,6 +52,11 @@ class RegisteredVersion:
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
+
+    @property
+    def graders(self) -> dict[str, str] | None:
+        """The grader each suite's score is under (None for versions scored before graders were recorded)."""
+        return json.loads(self.tags[GRADERS_TAG]) if GRADERS_TAG in self.tags else None
 
     @property
     def model_id(self) -> str | None:
@@ -128,10 +135,14 @@ class ModelRegistry:
         self._call(lambda: self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)]))
         return model
 
-    def record_scores(self, version: RegisteredVersion, suites_fingerprint: str,
-                      scores: dict[str, float]) -> RegisteredVersion:
-        """Remember ``version``'s scores on the suites named by ``suites_fingerprint``."""
-        return self.set_tags(version, {SUITES_TAG: suites_fingerprint, SCORES_TAG: json.dumps(scores, sort_keys=True)})
+    def record_scores(self, version: RegisteredVersion, suites_fingerprint: str, scores: dict[str, float],
+                      graders: dict[str, str] | None = None) -> RegisteredVersion:
+        """Remember ``version``'s scores on the suites named by ``suites_fingerprint`` (and, when given,
+        the grader each suite's score is under)."""
+        tags = {SUITES_TAG: suites_fingerprint, SCORES_TAG: json.dumps(scores, sort_keys=True)}
+        if graders is not None:
+            tags[GRADERS_TAG] = json.dumps(graders, sort_keys=True)
+        return self.set_tags(version, tags)
 
     def set_tags(self, version: RegisteredVersion, tags: dict[str, str]) -> RegisteredVersion:
         for key, value in tags.items():

@@ -1,67 +1,118 @@
 """Champion gating: a new checkpoint replaces the champion only if it does not regress on any suite.
 
-Both are compared on the same items: the candidate's scores come from this evaluation; the champion's
-were recorded in the registry with the fingerprint of the suites they were measured on, and when the
-suites have changed since, the champion is evaluated again on the current ones (same decoding).
+Both are compared on the same items and with the same grader: each suite is gated on its *primary*
+grader (math-verify for a ``math`` suite's LaTeX answers, ``exact`` otherwise; the ``primary`` flag
+``eval_scores`` rows carry), in the headline few-shot setting. The candidate's scores come from this
+evaluation; the champion's were recorded in the registry with the fingerprint of the suites and the
+graders they were measured with, and when either has changed since, the champion is evaluated again
+on the current suites (same decoding).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from pipelines.evaluation.decoding import Decoding, generate_samples
-from pipelines.evaluation.scoring import DEFAULT_GRADER, grade_generations, score
+from pipelines.evaluation.scoring import DEFAULT_GRADER, grade_generations, mark_primary, score
 
 
 @dataclass(frozen=True)
 class GateSettings:
+    """How far a suite may drop. There is no grader setting: every suite is gated on its primary grader."""
     tolerance: float = 0.02  # the largest pass@1 drop on a suite that still counts as "no regression"
-    grader: str = DEFAULT_GRADER
+
+
+class GatedScores(NamedTuple):
+    scores: dict[str, float]  # pass@1 per suite
+    graders: dict[str, str]  # the grader each suite's pass@1 is under (its primary grader)
 
 
 @dataclass(frozen=True)
 class GateVerdict:
     passed: bool
     reason: str
-    rows: list[dict]  # per suite: champion, candidate, delta, regressed
+    rows: list[dict]  # per suite: champion, candidate, delta, regressed, grader
+    graders: dict[str, str] = field(default_factory=dict)  # the grader each suite was gated on
 
     def markdown(self) -> str:
-        lines = ["| suite | champion | candidate | Δ | regressed |", "|---|---|---|---|---|"]
+        lines = ["| suite | champion | candidate | Δ | regressed | grader |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['suite']} | {r['champion']:.3f} | {r['candidate']:.3f} | {r['delta']:+.3f} | "
-                  f"{'yes' if r['regressed'] else 'no'} |" for r in self.rows]
+                  f"{'yes' if r['regressed'] else 'no'} | {r.get('grader') or '?'} |" for r in self.rows]
         return f"**{self.reason}**\n\n" + "\n".join(lines)
 
 
-def suite_scores(score_rows: list[dict], variant: str, grader: str) -> dict[str, float]:
-    """pass@1 per suite of one variant under one grader."""
-    scores = {r["suite"]: float(r["pass_at_1"]) for r in score_rows
-              if r["variant"] == variant and r["grader"] == grader}
-    if not scores:
-        raise ValueError(f"no '{grader}' scores for variant '{variant}': materialize eval_scores first")
-    return scores
+def is_primary(row: dict) -> bool:
+    """Whether a score row is its suite's primary grader; rows stored before the flag: ``exact``."""
+    primary = row.get("primary")
+    return row["grader"] == DEFAULT_GRADER if primary is None else bool(primary)
 
 
-def gate(candidate: dict[str, float], champion: dict[str, float] | None, tolerance: float) -> GateVerdict:
+def is_headline(row: dict) -> bool:
+    """Whether a score row is in the headline few-shot setting: all but ``headline = False`` (rows
+    without the flag, or with None, are)."""
+    return row.get("headline") is not False
+
+
+def suite_scores(score_rows: list[dict], variant: str) -> GatedScores:
+    """pass@1 per suite of one variant, each suite under its primary grader (headline rows only)."""
+    gated: dict[str, dict] = {}
+    for row in score_rows:
+        if row["variant"] != variant or not is_primary(row) or not is_headline(row):
+            continue
+        if row["suite"] in gated:
+            raise ValueError(f"several headline '{variant}' scores on suite '{row['suite']}' under its primary grader "
+                             f"('{gated[row['suite']]['grader']}', '{row['grader']}'): the gate needs exactly one")
+        gated[row["suite"]] = row
+    if not gated:
+        raise ValueError(f"no primary-grader scores for variant '{variant}': materialize eval_scores first")
+    return GatedScores({suite: float(r["pass_at_1"]) for suite, r in gated.items()},
+                       {suite: r["grader"] for suite, r in gated.items()})
+
+
+def legacy_graders(scores: dict[str, float] | None) -> dict[str, str]:
+    """The graders of scores recorded before graders were: the gate then scored every suite ``exact``."""
+    return {suite: DEFAULT_GRADER for suite in scores or {}}
+
+
+def gate(candidate: dict[str, float], champion: dict[str, float] | None, tolerance: float,
+         graders: dict[str, str] | None = None, champion_graders: dict[str, str] | None = None) -> GateVerdict:
+    """``graders``: the grader of each candidate score (recorded in the verdict); a champion score under
+    another grader (``champion_graders``) is not comparable, and fails the gate."""
     if tolerance < 0:
         raise ValueError(f"gating tolerance must be >= 0, got {tolerance}")
+    graders = dict(graders or {})
     if champion is None:
-        return GateVerdict(True, "no champion yet: the first candidate becomes champion", [])
+        return GateVerdict(True, "no champion yet: the first candidate becomes champion", [], graders)
     missing = sorted(set(champion) - set(candidate))
     if missing:
-        return GateVerdict(False, f"candidate has no scores on suites {missing} the champion was measured on", [])
+        return GateVerdict(False, f"candidate has no scores on suites {missing} the champion was measured on", [],
+                           graders)
+    if champion_graders is not None:
+        mismatched = sorted(s for s in champion if champion_graders.get(s) != graders.get(s))
+        if mismatched:
+            return GateVerdict(False, "candidate and champion were scored with different graders on "
+                               + ", ".join(f"{s} ({graders.get(s)} vs {champion_graders.get(s)})" for s in mismatched)
+                               + ": re-materialize eval_scores and the candidate", [], graders)
     rows = [{"suite": suite, "champion": champion[suite], "candidate": candidate[suite],
-             "delta": candidate[suite] - champion[suite],
+             "delta": candidate[suite] - champion[suite], "grader": graders.get(suite),
              "regressed": candidate[suite] < champion[suite] - tolerance - 1e-12} for suite in sorted(champion)]
     regressed = [r["suite"] for r in rows if r["regressed"]]
     if regressed:
-        return GateVerdict(False, f"regression beyond tolerance {tolerance} on {', '.join(regressed)}", rows)
-    return GateVerdict(True, f"no suite dropped by more than {tolerance}", rows)
+        return GateVerdict(False, f"regression beyond tolerance {tolerance} on {', '.join(regressed)}", rows, graders)
+    return GateVerdict(True, f"no suite dropped by more than {tolerance}", rows, graders)
+
+
+def answer_types(suite_rows: list[dict]) -> dict[str, str]:
+    """Each suite's answer type (``eval_suites.answer_type``; suites stored before it: number)."""
+    return {r["suite"]: r.get("answer_type") or "number" for r in suite_rows}
 
 
 def evaluate_checkpoint(variant: str, model_dir: Path, suite_rows: list[dict], decoding: Decoding,
-                        model_version: str, grader: str, workers: int) -> dict[str, float]:
-    """pass@1 per suite of a checkpoint on ``suite_rows``, with the variant's decoding (for a champion)."""
+                        model_version: str, workers: int) -> GatedScores:
+    """pass@1 per suite of a checkpoint on ``suite_rows``, with the variant's decoding (for a champion),
+    each suite under its primary grader (from the suite rows' ``answer_type``)."""
     generations = generate_samples(variant, model_dir, suite_rows, decoding, model_version=model_version)
-    graded = [g for g in grade_generations(generations, workers=workers) if g["grader"] == grader]
-    return suite_scores(score(generations, graded), variant, grader)
+    graded = grade_generations(generations, workers=workers)
+    return suite_scores(mark_primary(score(generations, graded), answer_types(suite_rows)), variant)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipelines.evaluation.gating import GateSettings, gate
+from pipelines.evaluation.gating import GatedScores, GateSettings, evaluate_checkpoint, gate, suite_scores
 from pipelines.evaluation.versioning import suites_fingerprint
 from pipelines.promotion import STAND_IN_TAG, check_candidate, promote_candidate, register_candidate
 from pipelines.registry import CHECKPOINT_ARTIFACT, ModelRegistry
@@ -69,9 +69,9 @@ def test_register_gate_and_promote_through_a_real_registry(tmp_path, mlflow_serv
         pass
     good = _checkpoint(tmp_path, "aaa111", b"good", training.run_id)
     first = register_candidate(registry, name, "instruct", good, _scores("instruct", "aaa111",
-                               {"in_distribution": 0.6, "perturbed": 0.5}), SUITES, "exact", open_run)
+                               {"in_distribution": 0.6, "perturbed": 0.5}), SUITES, open_run)
     again = register_candidate(registry, name, "instruct", good, _scores("instruct", "aaa111",
-                               {"in_distribution": 0.6, "perturbed": 0.5}), SUITES, "exact", open_run)
+                               {"in_distribution": 0.6, "perturbed": 0.5}), SUITES, open_run)
     assert first.version == again.version and not opened  # idempotent: one version, of the training run
     assert first.run_id == training.run_id and first.model_id is not None
     assert first.scores == {"in_distribution": 0.6, "perturbed": 0.5}
@@ -86,7 +86,7 @@ def test_register_gate_and_promote_through_a_real_registry(tmp_path, mlflow_serv
 
     worse = _checkpoint(tmp_path, "bbb222", b"worse", training_run="0" * 32)  # trained against another store
     stand_in = register_candidate(registry, name, "instruct", worse, _scores("instruct", "bbb222",
-                                  {"in_distribution": 0.2, "perturbed": 0.5}), SUITES, "exact", open_run)
+                                  {"in_distribution": 0.2, "perturbed": 0.5}), SUITES, open_run)
     assert len(opened) == 1 and stand_in.tags[STAND_IN_TAG] == "0" * 32 and stand_in.run_id != training.run_id
     outcome = check_candidate(registry, name, worse, SUITES, settings, never_called)
     assert not outcome.verdict.passed and "in_distribution" in outcome.verdict.reason
@@ -97,12 +97,13 @@ def test_register_gate_and_promote_through_a_real_registry(tmp_path, mlflow_serv
     # New suites: the champion's recorded scores no longer apply, so it is evaluated again from the registry.
     new_suites = SUITES + [{"suite": "perturbed", "problem_id": "extra", "question": "q", "answer": "1"}]
     register_candidate(registry, name, "instruct", worse, _scores("instruct", "bbb222",
-                       {"in_distribution": 0.55, "perturbed": 0.5}), new_suites, "exact", open_run)
+                       {"in_distribution": 0.55, "perturbed": 0.5}), new_suites, open_run)
     seen = []
 
     def evaluate(model_dir, model_version):
         seen.append(((model_dir / "model.safetensors").read_bytes(), model_version))
-        return {"in_distribution": 0.58, "perturbed": 0.45}
+        return GatedScores({"in_distribution": 0.58, "perturbed": 0.45}, {"in_distribution": "exact",
+                                                                          "perturbed": "exact"})
 
     outcome = check_candidate(registry, name, worse, new_suites, settings, evaluate)
     assert seen == [(b"good", "aaa111")] and outcome.champion_reevaluated  # read where the logged model points
@@ -116,7 +117,7 @@ def test_scores_of_another_checkpoint_are_refused(tmp_path, mlflow_server):
     registry = ModelRegistry(mlflow_server)
     with pytest.raises(ValueError, match="re-materialize eval_instruct"):
         register_candidate(registry, "gating-test-stale", "instruct", _checkpoint(tmp_path, "new"),
-                           _scores("instruct", "old", {"in_distribution": 0.5}), SUITES, "exact", None)
+                           _scores("instruct", "old", {"in_distribution": 0.5}), SUITES, None)
 
 
 def test_versions_registered_before_logged_models_still_give_their_files(tmp_path, mlflow_server):
@@ -142,7 +143,118 @@ def test_the_default_sqlite_store_registers_a_logged_model_of_the_training_run(t
         pass
     checkpoint = _checkpoint(tmp_path, "ccc333", b"weights", training.run_id)
     version = register_candidate(tracking.registry(), "sqlite-instruct", "instruct", checkpoint,
-                                 _scores("instruct", "ccc333", {"in_distribution": 0.5}), SUITES, "exact", None)
+                                 _scores("instruct", "ccc333", {"in_distribution": 0.5}), SUITES, None)
     assert version.run_id == training.run_id and version.model_id is not None
     assert tracking.client().get_logged_model(version.model_id).source_run_id == training.run_id
     assert tracking.registry().checkpoint_files(version, tmp_path / "scratch") == checkpoint
+
+
+# Issue #17: each suite is gated on its primary grader (math-verify for a LaTeX-answer suite), headline rows only.
+MATH_SUITES = SUITES + [{"suite": "math500", "problem_id": f"math500-{i}", "question": f"q{i}",
+                         "answer": "\\frac{1}{2}", "answer_type": "math"} for i in range(3)]
+
+
+def _graded(variant, version, exact, math_verify, extra=()):
+    """Score rows as eval_scores stores them: every grader, ``primary`` marking each suite's own."""
+    rows = [{"variant": variant, "suite": suite, "grader": grader, "pass_at_1": value, "model_version": version,
+             "primary": grader == ("math_verify" if suite == "math500" else "exact")}
+            for grader, values in (("exact", exact), ("math_verify", math_verify)) for suite, value in values.items()]
+    return rows + [{"variant": variant, "model_version": version, **row} for row in extra]
+
+
+def _sqlite(tmp_path):
+    return MLflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=str(tmp_path / "a"))
+
+
+def test_suite_scores_take_each_suites_primary_grader_in_the_headline_setting():
+    rows = _graded("instruct", "v", exact={"in_distribution": 0.5, "math500": 0.0},
+                   math_verify={"in_distribution": 0.9, "math500": 0.4})
+    rows = [dict(r, headline=True) if r["suite"] == "math500" else r for r in rows]  # no flag counts as headline
+    rows.append({"variant": "instruct", "suite": "math500", "grader": "math_verify", "pass_at_1": 1.0,
+                 "model_version": "v", "primary": True, "headline": False})  # another few-shot setting: not gated
+    assert suite_scores(rows, "instruct") == ({"in_distribution": 0.5, "math500": 0.4},
+                                              {"in_distribution": "exact", "math500": "math_verify"})
+    legacy = [{k: v for k, v in r.items() if k not in ("primary", "headline")} for r in rows[:4]]  # before the flag
+    assert suite_scores(legacy, "instruct").graders == {"in_distribution": "exact", "math500": "exact"}
+    with pytest.raises(ValueError, match="several headline"):
+        suite_scores(rows + [dict(rows[0], pass_at_1=0.1)], "instruct")
+    with pytest.raises(ValueError, match="materialize eval_scores"):
+        suite_scores(rows, "reasoning")
+
+
+def test_a_math_suite_is_gated_on_math_verify_not_exact(tmp_path):
+    """``exact`` reads nothing from LaTeX answers (0 for both): only math-verify sees the candidate drop."""
+    tracking = _sqlite(tmp_path)
+    registry, name = tracking.registry(), "primary-instruct"
+    with tracking.start_run("train") as training:
+        pass
+    exact = {"in_distribution": 0.5, "perturbed": 0.4, "math500": 0.0}
+    champion_dir = _checkpoint(tmp_path, "champ1", b"c", training.run_id)
+    champion = register_candidate(registry, name, "instruct", champion_dir,
+                                  _graded("instruct", "champ1", exact, {**exact, "math500": 0.6}), MATH_SUITES, None)
+    assert champion.scores == {**exact, "math500": 0.6}
+    assert champion.graders == {"in_distribution": "exact", "perturbed": "exact", "math500": "math_verify"}
+    never_called = lambda *_: pytest.fail("the champion needs no re-evaluation")  # noqa: E731
+    assert check_candidate(registry, name, champion_dir, MATH_SUITES, GateSettings(), never_called).verdict.passed
+    promote_candidate(registry, name, champion_dir)
+
+    worse = _checkpoint(tmp_path, "cand2", b"w", training.run_id)
+    register_candidate(registry, name, "instruct", worse,
+                       _graded("instruct", "cand2", exact, {**exact, "math500": 0.1}), MATH_SUITES, None)
+    outcome = check_candidate(registry, name, worse, MATH_SUITES, GateSettings(), never_called)
+    assert not outcome.verdict.passed and "math500" in outcome.verdict.reason
+    assert outcome.verdict.graders["math500"] == "math_verify"
+    assert {r["suite"]: r["grader"] for r in outcome.verdict.rows}["math500"] == "math_verify"
+    assert "| math500 | 0.600 | 0.100 | -0.500 | yes | math_verify |" in outcome.verdict.markdown()
+
+
+def test_a_champion_scored_under_other_graders_is_evaluated_again(tmp_path):
+    """A champion registered when every suite was gated on ``exact`` (no graders recorded) is re-scored
+    under the primary graders before the comparison."""
+    tracking = _sqlite(tmp_path)
+    registry, name = tracking.registry(), "legacy-instruct"
+    with tracking.start_run("train") as training:
+        pass
+    old_dir = _checkpoint(tmp_path, "old1", b"old", training.run_id)
+    old = registry.register(name, old_dir, training.run_id, "old1")
+    registry.record_scores(old, suites_fingerprint(MATH_SUITES), {"in_distribution": 0.5, "math500": 0.0})
+    registry.promote(old)
+    assert registry.champion(name).graders is None
+
+    new_dir = _checkpoint(tmp_path, "new2", b"new", training.run_id)
+    register_candidate(registry, name, "instruct", new_dir, _graded("instruct", "new2", {"in_distribution": 0.5,
+                       "math500": 0.0}, {"in_distribution": 0.5, "math500": 0.3}), MATH_SUITES, None)
+    seen = []
+
+    def evaluate(model_dir, model_version):
+        seen.append(model_version)
+        return GatedScores({"in_distribution": 0.5, "math500": 0.7}, {"in_distribution": "exact",
+                                                                      "math500": "math_verify"})
+
+    outcome = check_candidate(registry, name, new_dir, MATH_SUITES, GateSettings(), evaluate)
+    assert seen == ["old1"] and outcome.champion_reevaluated
+    assert outcome.champion.graders == {"in_distribution": "exact", "math500": "math_verify"}
+    assert not outcome.verdict.passed and "math500" in outcome.verdict.reason  # 0.3 < 0.7 under math-verify
+
+
+def test_gate_refuses_scores_under_different_graders():
+    verdict = gate({"math500": 0.5}, {"math500": 0.1}, 0.02, {"math500": "math_verify"}, {"math500": "exact"})
+    assert not verdict.passed and "different graders" in verdict.reason
+
+
+def test_evaluate_checkpoint_scores_each_suite_under_its_primary_grader(monkeypatch, tmp_path):
+    """The champion's re-evaluation marks primary graders from the suites' ``answer_type`` (missing: number)."""
+    suites = [{"suite": "in_distribution", "problem_id": "a", "question": "q", "answer": "3"},
+              {"suite": "math500", "problem_id": "m", "question": "q", "answer": "\\frac{1}{2}", "answer_type": "math"}]
+    outputs = {"in_distribution": "#### 3", "math500": "The answer is \\boxed{\\dfrac12}"}
+
+    def generate(variant, model_dir, suite_rows, decoding, model_version):
+        return [{"sample_id": f"{r['suite']}-0", "variant": variant, "suite": r["suite"], "problem_id": r["problem_id"],
+                 "sample_index": 0, "output": outputs[r["suite"]], "gold": r["answer"], "model_version": model_version,
+                 "decoding": json.dumps({"method": "sample"}), "output_tokens": 4, "thinking_tokens": 0,
+                 "answer_tokens": 4, "seconds": 0.1} for r in suite_rows]
+
+    monkeypatch.setattr("pipelines.evaluation.gating.generate_samples", generate)
+    scores, graders = evaluate_checkpoint("instruct", tmp_path, suites, None, "v1", workers=1)
+    assert graders == {"in_distribution": "exact", "math500": "math_verify"}
+    assert scores == {"in_distribution": 1.0, "math500": 1.0}  # exact reads nothing from \dfrac12
