@@ -20,6 +20,7 @@ from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_c
 from assets._tables import read_published
 from assets.datasets import eval_suites, training_problems
 from pipelines.evaluation.decoding import Decoding, generate_samples, prompt_options
+from pipelines.evaluation.graders import item_tolerances
 from pipelines.evaluation.prompts import BASE, INSTRUCT, REASONING, few_shot_exemplars
 from pipelines.evaluation.reporting import build_report, embed_png
 from pipelines.evaluation.scoring import grade_generations, mark_primary, perturbation_drops, score
@@ -167,13 +168,14 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
                 profile: LineageProfile) -> dg.MaterializeResult:
     """Every grader on the stored generations, then pass@1, pass@k, maj@k, token costs and the paired
     perturbation drops."""
-    fingerprint = scores_fingerprint(_stored_fingerprints(duckdb, GENERATIONS_TABLE, "eval_fingerprint"))
+    suite_rows = duckdb.rows("eval_suites")
+    tolerances = item_tolerances(suite_rows)  # number suites' rel_tol, for the exact grader
+    fingerprint = scores_fingerprint(_stored_fingerprints(duckdb, GENERATIONS_TABLE, "eval_fingerprint"), tolerances)
     if _stored_fingerprints(duckdb, SCORES_TABLE, "scores_fingerprint") == {fingerprint} \
             and PERTURBATION_TABLE in duckdb.tables():
         return recorded(context, duckdb, _reused(context, "eval_scores", fingerprint, {}))
     generations = duckdb.rows(GENERATIONS_TABLE)
-    graded = grade_generations(generations, workers=profile.settings().eval.grading_workers)
-    suite_rows = duckdb.rows("eval_suites")
+    graded = grade_generations(generations, workers=profile.settings().eval.grading_workers, tolerances=tolerances)
     answer_types = {r["suite"]: r.get("answer_type") or "number" for r in suite_rows}
     scores = [{**row, "scores_fingerprint": fingerprint}
               for row in mark_primary(score(generations, graded), answer_types)]

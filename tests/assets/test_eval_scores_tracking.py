@@ -65,3 +65,25 @@ def test_curves_and_headlines_follow_each_suites_primary_grader():
     assert metric_points(scores) == [("pass_at_k/reasoning/in_distribution", 1, 0.5),
                                      ("pass_at_k/reasoning/in_distribution", 2, 0.7), ("pass_at_1/reasoning", 0, 0.5)]
     assert [r["grader"] for r in summary_rows(scores)] == ["math_verify", "exact"]
+
+
+def test_a_suites_relative_tolerance_reaches_the_exact_grader(tmp_path):
+    """``rel_tol`` on a number suite was stored per item and honoured by the grader, but eval_scores graded
+    without it: 100.5 against gold 100 stayed wrong at 1%. Changing the tolerance re-grades (new fingerprint)."""
+    from tests.pipelines.test_scoring_and_report import _row
+
+    home = tmp_path / "home"
+    resources = default_resources(home, profile="smoke", tracking_uri=f"sqlite:///{home}/mlflow.db")
+    store = resources["duckdb"]
+    store.replace_table("eval_generations", [{**_row("instruct", "prices", "p1", 0, "The answer is 100.5.", "100",
+                                                     "sample"), "eval_fingerprint": "gen", "model_version": "v1"}])
+
+    def exact_pass_at_1(rel_tol):
+        store.replace_table("eval_suites", [{"suite": "prices", "problem_id": "p1", "answer_type": "number",
+                                             "rel_tol": rel_tol, "perturbation": None, "original_problem_id": None}])
+        assert dg.materialize([eval_scores], resources=resources).success
+        [row] = store.query("SELECT pass_at_1 FROM eval_scores WHERE grader = 'exact'")
+        return row["pass_at_1"]
+
+    assert exact_pass_at_1(0.01) == 1.0
+    assert exact_pass_at_1(None) == 0.0
