@@ -8,8 +8,11 @@ the artifact store. The version's source is the logged model's artifact location
 which a SQLite registry resolves through the process-global tracking URI, not this client's. Versions
 are tagged with the checkpoint version (its fingerprint), so registering again is a no-op, and with
 their scores on a named set of eval suites (``suites_fingerprint``), so a later candidate can be
-compared on the same items, and the grader each suite's score is under (``graders``). Every call goes
-through the store lock, as in ``pipelines.tracking``.
+compared on the same items, and the grader each suite's score is under (``graders``). Published models
+evaluated in place of a checkpoint (``eval_<variant>.published_model``) are versions of a separate
+registered model per variant (``published_model_name``), registered the same way as an external logged
+model of the run that evaluated them, and named by their content (``published-<sha16>``). Every call
+goes through the store lock, as in ``pipelines.tracking``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ CHECKPOINT_TAG = "checkpoint_version"
 SUITES_TAG = "suites_fingerprint"
 SCORES_TAG = "scores"
 GRADERS_TAG = "graders"  # JSON {suite: grader} of the scores (absent on versions scored before it: all exact)
+PUBLISHED_TAG = "published_model"  # a published model's reference as given (a local directory or a hub id)
+SHA256_TAG = "sha256"  # a published model's content hash (model_content_version of its directory)
 GATE_TAG = "gate_passed_against"  # the champion version a candidate was gated against (or "none")
 CHECKPOINT_URI_TAG = "checkpoint_uri"  # file URI of the published checkpoint directory
 MODEL_ID_TAG = "model_id"  # the logged model (MLflow returns versions without their model_id)
@@ -37,6 +42,16 @@ MODEL_TYPE = "transformers-checkpoint"  # a save_pretrained directory: weights, 
 
 def registered_model_name(prefix: str, variant: str) -> str:
     return f"{prefix}-{variant}"
+
+
+def published_model_name(prefix: str, variant: str) -> str:
+    """The registered model of the published models evaluated as ``variant``, apart from its checkpoints'."""
+    return f"{prefix}-published-{variant}"
+
+
+def published_version(sha256: str) -> str:
+    """A published model's version, as ``eval_<variant>`` names it: its content hash's first 16 hex."""
+    return f"published-{sha256[:16]}"
 
 
 @dataclass(frozen=True)
@@ -94,16 +109,18 @@ class ModelRegistry:
 
     def register(self, name: str, checkpoint_dir: Path, run_id: str, checkpoint_version: str,
                  tags: dict[str, str] | None = None, description: str | None = None,
-                 model_name: str | None = None) -> RegisteredVersion:
+                 model_name: str | None = None, model_description: str | None = None) -> RegisteredVersion:
         """A model version of ``checkpoint_dir`` as a logged model of run ``run_id``, or the existing one.
 
-        ``tags`` go on the logged model and the version; ``description`` (Markdown) on the version."""
+        ``tags`` go on the logged model and the version; ``description`` (Markdown) on the version;
+        ``model_description`` on the registered model, when this creates it."""
         existing = self.find(name, checkpoint_version)
         if existing is not None:
             return existing
         if self._registered_model(name) is None:
             self._call(lambda: self.client.create_registered_model(
-                name, description="llm-lineage checkpoints; the 'champion' alias is the promoted one"))
+                name, description=model_description
+                or "llm-lineage checkpoints; the 'champion' alias is the promoted one"))
         tags = {CHECKPOINT_TAG: checkpoint_version, CHECKPOINT_URI_TAG: checkpoint_dir.resolve().as_uri(),
                 **(tags or {})}
         model = self._logged_model(run_id, model_name or name, tags)
@@ -121,7 +138,7 @@ class ModelRegistry:
         experiment_id = self.experiment_of(run_id)
         for model in self._call(lambda: self.client.search_logged_models(
                 [experiment_id], filter_string=f"tags.{CHECKPOINT_TAG} = '{tags[CHECKPOINT_TAG]}'")):
-            if model.source_run_id == run_id and model.status == LoggedModelStatus.READY:
+            if model.source_run_id == run_id and model.name == name and model.status == LoggedModelStatus.READY:
                 return model  # an earlier attempt created it, then failed before registering
         model = self._call(lambda: self.client.create_logged_model(
             experiment_id, name=name, source_run_id=run_id, tags={MLFLOW_MODEL_IS_EXTERNAL: "true", **tags},
@@ -185,6 +202,33 @@ class ModelRegistry:
             if error.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return None
             raise
+
+
+def register_published(registry: ModelRegistry, name: str, model_ref: str, model_dir: Path, sha256: str,
+                       run_id: str, variant: str, scores: dict[str, float], suites_fingerprint: str,
+                       graders: dict[str, str] | None = None, tags: dict[str, str] | None = None,
+                       description: str | None = None) -> RegisteredVersion:
+    """A published model evaluated as ``variant`` (``eval_<variant>.published_model``), as a version of
+    the registered model ``name`` (``published_model_name``), with its scores; the existing version when
+    the same content was registered before (found by its ``published-<sha16>`` tag), so a changed upload
+    under the same reference is a new version.
+
+    The version is an *external* logged model of run ``run_id`` (the run that evaluated it) pointing at
+    ``model_dir`` (no weights copied), tagged with ``published_model`` (``model_ref`` as given: a local
+    directory or a hub id), ``sha256`` (``model_content_version(model_dir)``, not recomputed here),
+    ``variant`` and ``checkpoint_version`` ``published-<sha16>``; ``tags`` (e.g. Dagster links) go with
+    them. ``scores``/``graders``: pass@1 per suite and the grader of each (``gating.suite_scores``), on the
+    suites named by ``suites_fingerprint``; they replace the version's earlier ones.
+    """
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"published model {model_ref}: sha256 must be the 64 hex digits of model_content_version, "
+                         f"got '{sha256}'")
+    identity = {"variant": variant, PUBLISHED_TAG: model_ref, SHA256_TAG: sha256}
+    version = registry.register(name, Path(model_dir), run_id, published_version(sha256), {**(tags or {}), **identity},
+                                description, model_name=f"published_{variant}",
+                                model_description=f"Published models evaluated as llm-lineage's {variant} variant, "
+                                                  "one version per content (tag sha256); never promoted")
+    return registry.record_scores(version, suites_fingerprint, scores, graders)
 
 
 def _registered(version) -> RegisteredVersion:
