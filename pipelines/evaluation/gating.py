@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pipelines.evaluation.decoding import Decoding, generate_samples
+from pipelines.evaluation.graders import item_tolerances
 from pipelines.evaluation.scoring import DEFAULT_GRADER, grade_generations, mark_primary, score
 
 
@@ -44,15 +45,17 @@ class GateVerdict:
 
 
 def is_primary(row: dict) -> bool:
-    """Whether a score row is its suite's primary grader; rows stored before the flag: ``exact``."""
+    """Whether a score row is its suite's primary grader; rows stored before the flag (None, or NaN when
+    read through pandas): ``exact``."""
     primary = row.get("primary")
-    return row["grader"] == DEFAULT_GRADER if primary is None else bool(primary)
+    return row["grader"] == DEFAULT_GRADER if primary is None or primary != primary else bool(primary)
 
 
 def is_headline(row: dict) -> bool:
     """Whether a score row is in the headline few-shot setting: all but ``headline = False`` (rows
-    without the flag, or with None, are)."""
-    return row.get("headline") is not False
+    without the flag, or with None / NaN, are)."""
+    headline = row.get("headline")
+    return headline is None or headline != headline or bool(headline)
 
 
 def suite_scores(score_rows: list[dict], variant: str) -> GatedScores:
@@ -112,7 +115,8 @@ def answer_types(suite_rows: list[dict]) -> dict[str, str]:
 def evaluate_checkpoint(variant: str, model_dir: Path, suite_rows: list[dict], decoding: Decoding,
                         model_version: str, workers: int) -> GatedScores:
     """pass@1 per suite of a checkpoint on ``suite_rows``, with the variant's decoding (for a champion),
-    each suite under its primary grader (from the suite rows' ``answer_type``)."""
+    each suite under its primary grader (from the suite rows' ``answer_type``), graded as ``eval_scores``
+    grades (number suites' ``rel_tol``)."""
     generations = generate_samples(variant, model_dir, suite_rows, decoding, model_version=model_version)
-    graded = grade_generations(generations, workers=workers)
+    graded = grade_generations(generations, workers=workers, tolerances=item_tolerances(suite_rows))
     return suite_scores(mark_primary(score(generations, graded), answer_types(suite_rows)), variant)

@@ -176,6 +176,8 @@ def test_suite_scores_take_each_suites_primary_grader_in_the_headline_setting():
                                               {"in_distribution": "exact", "math500": "math_verify"})
     legacy = [{k: v for k, v in r.items() if k not in ("primary", "headline")} for r in rows[:4]]  # before the flag
     assert suite_scores(legacy, "instruct").graders == {"in_distribution": "exact", "math500": "exact"}
+    nulls = [dict(r, primary=float("nan"), headline=float("nan")) for r in legacy]  # NULLs read through pandas
+    assert suite_scores(nulls, "instruct").graders == {"in_distribution": "exact", "math500": "exact"}
     with pytest.raises(ValueError, match="several headline"):
         suite_scores(rows + [dict(rows[0], pass_at_1=0.1)], "instruct")
     with pytest.raises(ValueError, match="materialize eval_scores"):
@@ -244,9 +246,9 @@ def test_gate_refuses_scores_under_different_graders():
 
 def test_evaluate_checkpoint_scores_each_suite_under_its_primary_grader(monkeypatch, tmp_path):
     """The champion's re-evaluation marks primary graders from the suites' ``answer_type`` (missing: number)."""
-    suites = [{"suite": "in_distribution", "problem_id": "a", "question": "q", "answer": "3"},
+    suites = [{"suite": "in_distribution", "problem_id": "a", "question": "q", "answer": "3", "rel_tol": 0.01},
               {"suite": "math500", "problem_id": "m", "question": "q", "answer": "\\frac{1}{2}", "answer_type": "math"}]
-    outputs = {"in_distribution": "#### 3", "math500": "The answer is \\boxed{\\dfrac12}"}
+    outputs = {"in_distribution": "#### 3.01", "math500": "The answer is \\boxed{\\dfrac12}"}
 
     def generate(variant, model_dir, suite_rows, decoding, model_version):
         return [{"sample_id": f"{r['suite']}-0", "variant": variant, "suite": r["suite"], "problem_id": r["problem_id"],
@@ -257,4 +259,4 @@ def test_evaluate_checkpoint_scores_each_suite_under_its_primary_grader(monkeypa
     monkeypatch.setattr("pipelines.evaluation.gating.generate_samples", generate)
     scores, graders = evaluate_checkpoint("instruct", tmp_path, suites, None, "v1", workers=1)
     assert graders == {"in_distribution": "exact", "math500": "math_verify"}
-    assert scores == {"in_distribution": 1.0, "math500": 1.0}  # exact reads nothing from \dfrac12
+    assert scores == {"in_distribution": 1.0, "math500": 1.0}  # 3.01 within rel_tol; exact reads nothing from \dfrac12
