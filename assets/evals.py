@@ -20,6 +20,7 @@ from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_c
 from assets._tables import read_published
 from assets.datasets import eval_suites, training_problems
 from pipelines.evaluation.decoding import Decoding, generate_samples, prompt_options
+from pipelines.evaluation.gating import suite_scores
 from pipelines.evaluation.graders import item_tolerances
 from pipelines.evaluation.prompts import BASE, INSTRUCT, REASONING, few_shot_exemplars
 from pipelines.evaluation.reporting import build_report, embed_png
@@ -28,6 +29,7 @@ from pipelines.evaluation.summary import SUMMARY_COLUMNS, SUMMARY_TABLE, metric_
 from pipelines.evaluation.versioning import generation_fingerprint, scores_fingerprint, suites_fingerprint
 from pipelines.lineage import content_fingerprint
 from pipelines.profiles import with_overrides
+from pipelines.registry import PUBLISHED_PREFIX, published_model_name, published_version, register_published
 from pipelines.training.base_model import model_content_version, resolve_base_model
 from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking
 
@@ -92,7 +94,7 @@ def _model_under_test(config: EvalConfig, checkpoints: CheckpointStore, checkpoi
         return model_dir, model_dir.name, []
     model_dir = resolve_base_model(config.published_model, field=f"eval_{variant}.published_model")
     content = model_content_version(model_dir)
-    return model_dir, f"published-{content[:16]}", [{"published_model": config.published_model,
+    return model_dir, published_version(content), [{"published_model": config.published_model,
                                                      "path": str(model_dir), "sha256": content}]
 
 
@@ -144,6 +146,14 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
             seconds = sum(r["seconds"] for r in rows)
             run.log_metrics({"samples": len(rows), "samples_per_second": len(rows) / seconds})
             run.log_text("\n".join(json.dumps(r, default=str) for r in rows), "samples.jsonl")
+            if sources:  # a published model: its identity in the registry (eval_scores adds its scores)
+                registered = register_published(
+                    mlflow.registry(), published_model_name(mlflow.registered_model_prefix, variant),
+                    model_ref=config.published_model, model_dir=model_dir, sha256=sources[0]["sha256"],
+                    run_id=run.run_id, variant=variant, scores={}, suites_fingerprint=suites_fingerprint(suites),
+                    tags=mlflow.dagster_tags(context))
+                chat_metadata["mlflow_published_model_version"] = dg.MetadataValue.url(
+                    mlflow.model_version_url(registered.name, registered.version))
         duckdb.replace_rows(GENERATIONS_TABLE, rows, "variant", variant)
         return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
             "reused": False, "fingerprint": fingerprint,
@@ -160,6 +170,19 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
 eval_base = build_eval_asset(BASE, base_checkpoint)
 eval_instruct = build_eval_asset(INSTRUCT, instruct_checkpoint)
 eval_reasoning = build_eval_asset(REASONING, reasoning_checkpoint)
+
+
+def _record_published_scores(context, mlflow: MLflowTracking, scores: list[dict], suite_rows: list[dict]) -> None:
+    """Each published model's pass@1 per suite on its registry version (registered by its eval asset)."""
+    for variant, model_version in sorted({(s["variant"], s["model_version"]) for s in scores
+                                          if str(s.get("model_version")).startswith(PUBLISHED_PREFIX)}):
+        registry = mlflow.registry()
+        version = registry.find(published_model_name(mlflow.registered_model_prefix, variant), model_version)
+        if version is None:  # evaluated before published models were registered
+            context.log.warning(f"{model_version} ({variant}) is not in the registry: re-materialize eval_{variant}")
+            continue
+        gated = suite_scores(scores, variant)
+        registry.record_scores(version, suites_fingerprint(suite_rows), gated.scores, gated.graders)
 
 
 @dg.asset(group_name="evals", deps=[eval_base, eval_instruct, eval_reasoning], kinds={"duckdb", "mlflow"},
@@ -188,6 +211,7 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
     with mlflow.start_run(run_name="eval_scores", tags=mlflow.dagster_tags(context)) as run:
         run.log_metric_points(metric_points(scores))  # pass@k curves and in-distribution pass@1 headlines
         run.log_table(summary_columns(summary), SUMMARY_TABLE)  # the whole grid, as one table
+    _record_published_scores(context, mlflow, scores, suite_rows)
     # each suite's primary grader (math-verify for LaTeX suites), each variant's configured few-shot setting
     main = [s for s in scores if s["primary"] and s["headline"]]
     return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={

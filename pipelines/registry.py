@@ -49,9 +49,12 @@ def published_model_name(prefix: str, variant: str) -> str:
     return f"{prefix}-published-{variant}"
 
 
+PUBLISHED_PREFIX = "published-"
+
+
 def published_version(sha256: str) -> str:
     """A published model's version, as ``eval_<variant>`` names it: its content hash's first 16 hex."""
-    return f"published-{sha256[:16]}"
+    return f"{PUBLISHED_PREFIX}{sha256[:16]}"
 
 
 @dataclass(frozen=True)

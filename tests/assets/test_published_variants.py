@@ -48,6 +48,12 @@ def test_published_models_are_evaluated_as_the_reports_variants(tmp_path):
     [ids] = store.query("SELECT count(*) = count(DISTINCT sample_id) AS ok FROM eval_generations")
     assert ids["ok"]  # the 0-shot and 2-shot samples of an item are different rows
     assert "| variant | suite | 0-shot | 2-shot |" in report and "| base | gsm8k |" in report
+    registry = resources["mlflow"].registry()  # each published model's identity and scores, in the registry
+    for variant, path in models.items():
+        version = registry.find(f"llm-lineage-published-{variant}", versions[variant])
+        assert (version.tags["published_model"], version.tags["sha256"]) == (str(path), model_content_version(path))
+        assert set(version.scores) == {s for v, s in scored if v == variant}
+        assert json.loads(version.tags["graders"])["math500"] == "math_verify"
     [audit] = store.query("SELECT sources FROM lineage WHERE asset = 'eval_instruct'")
     assert json.loads(audit["sources"]) == [{"published_model": str(instruct), "path": str(instruct),
                                              "sha256": model_content_version(instruct)}]
