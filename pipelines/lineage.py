@@ -227,9 +227,18 @@ def format_table(rows: list[dict]) -> str:
                  (row["mlflow_run_id"] or "-")[:8], _short_commit(row["git_commit"]), row["config_hash"]]
         lines.append("| " + " | ".join(cells) + " |")
         for source in row["sources"]:
-            lines.append(f"|   | ↳ {source['path']} | {source['sha256'][:16]} | rows {source['rows']} | "
-                         f"quarantined {source.get('quarantined', 0)} | | |")
+            cells = ["", f"↳ {source.get('published_model') or source['path']}", source["sha256"][:16],
+                     *_source_counts(source)]
+            lines.append("| " + " | ".join(cells + [""] * (len(header) - len(cells))) + " |")
     return "\n".join(lines)
+
+
+def _source_counts(source: dict) -> list[str]:
+    """What a source counted: raw problem files rows and quarantined, user data and suite files records,
+    a cached hub dataset its revision; a published model nothing."""
+    if "rows" in source:
+        return [f"rows {source['rows']}", f"quarantined {source.get('quarantined', 0)}"]
+    return [f"{key} {source[key]}" for key in ("records", "revision") if key in source]
 
 
 def main(argv: list[str] | None = None) -> int:
