@@ -1,5 +1,6 @@
 """The whole lineage, raw data to eval report, on the smoke profile: real Dagster, TRL, MLflow, DuckDB."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -145,21 +146,42 @@ def test_mlflow_holds_a_finished_run_per_training_and_eval_asset(lineage):
     assert by_asset["base_checkpoint"].info.run_id in link
 
 
+# The paper's protocol on real benchmarks (issue #17): subsets of the bundled GSM8K and MATH-500 beside the
+# generated suites, every variant zero-shot and few-shot, as a user would write it in a run config file.
+PAPER_PROTOCOL = {"ops": {"eval_suites": {"config": {"builtin_suites": ["gsm8k", "math500"], "builtin_limit": 6}},
+                          "eval_base": {"config": {"few_shot": 2, "compare_shots": [0]}},
+                          "eval_instruct": {"config": {"few_shot": 2, "compare_shots": [0]}},
+                          "eval_reasoning": {"config": {"compare_shots": [2]}}}}
+PROTOCOL_SUITES = (*SUITES, "gsm8k", "math500")
+
+
 def test_cli_materialize_uses_the_default_executor_and_sqlite_store(tmp_path):
-    """`dagster asset materialize` as `make demo` runs it: multiprocess executor, SQLite MLflow, pools."""
+    """`dagster asset materialize` as `make demo` runs it: multiprocess executor, SQLite MLflow, pools; with a
+    run config file that asks for the paper's protocol on GSM8K and MATH-500 subsets."""
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "LLM_LINEAGE_HOME": str(tmp_path / "lineage"),
            "LLM_LINEAGE_PROFILE": "smoke"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    config = tmp_path / "protocol.yaml"
+    config.write_text(json.dumps(PAPER_PROTOCOL))  # JSON is YAML
     completed = subprocess.run(
         [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "--select", "*",
-         "-m", "pipelines.definitions"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
+         "-m", "pipelines.definitions", "-c", str(config)], cwd=PROJECT_ROOT, env=env, capture_output=True,
+        text=True, timeout=900)
     log = completed.stdout + completed.stderr
     assert completed.returncode == 0, log[-4000:]
     assert "database is locked" not in log and "Could not set lock" not in log
     resources = default_resources(tmp_path / "lineage", profile="smoke")
     assert resources["mlflow"].tracking_uri.startswith("sqlite:///")
     assert {r.data.tags["dagster.asset_key"] for r in resources["mlflow"].runs()} == TRAINED_AND_EVALUATED
-    assert resources["duckdb"].count("eval_scores") == 36
+    scored = {(r["variant"], r["suite"], r["few_shot"], r["headline"]) for r in resources["duckdb"].query(
+        "SELECT DISTINCT variant, suite, few_shot, headline FROM eval_scores")}
+    assert scored == {(v, s, n, n == headline) for v, headline in (("base", 2), ("instruct", 2), ("reasoning", 0))
+                      for s in PROTOCOL_SUITES for n in (0, 2)}
+    assert resources["duckdb"].count("eval_scores") == len(scored) * len(GRADERS)
+    report = (resources["checkpoints"].current("eval_report") / "report.md").read_text()
+    assert "math500 = `math_verify`" in report and "gsm8k = `exact`" in report
+    assert "| variant | suite | 0-shot | 2-shot |" in report and "| reasoning | math500 |" in report
+    assert "base = cot (k=2, 2-shot)" in report and "reasoning = sample (k=2, 0-shot)" in report
