@@ -17,7 +17,7 @@ UPSTREAM = ["raw_problems", "raw_training_data", "eval_suites", "training_proble
             "base_checkpoint"]
 PROMOTION = ["instruct_checkpoint", "eval_instruct", "eval_scores", "instruct_candidate", "instruct_champion"]
 SUITE_SIZE, SAMPLES, UNDERTRAINED_STEPS = 40, 2, 3
-BASE_STEPS = 200  # half the tiny profile's pretraining: enough for a champion that can be beaten
+BASE_STEPS = 200  # two thirds of the tiny profile's pretraining: enough for a champion that can be beaten
 GATE = ("instruct_candidate", "no_regression_vs_champion")
 
 
