@@ -16,7 +16,8 @@ from typing import NamedTuple
 
 from pipelines.evaluation.decoding import Decoding, generate_samples
 from pipelines.evaluation.graders import item_tolerances
-from pipelines.evaluation.scoring import DEFAULT_GRADER, grade_generations, mark_primary, score
+from pipelines.evaluation.scoring import (DEFAULT_GRADER, grade_generations, is_headline, is_primary, mark_primary,
+                                         score)
 
 
 @dataclass(frozen=True)
@@ -42,20 +43,6 @@ class GateVerdict:
         lines += [f"| {r['suite']} | {r['champion']:.3f} | {r['candidate']:.3f} | {r['delta']:+.3f} | "
                   f"{'yes' if r['regressed'] else 'no'} | {r.get('grader') or '?'} |" for r in self.rows]
         return f"**{self.reason}**\n\n" + "\n".join(lines)
-
-
-def is_primary(row: dict) -> bool:
-    """Whether a score row is its suite's primary grader; rows stored before the flag (None, or NaN when
-    read through pandas): ``exact``."""
-    primary = row.get("primary")
-    return row["grader"] == DEFAULT_GRADER if primary is None or primary != primary else bool(primary)
-
-
-def is_headline(row: dict) -> bool:
-    """Whether a score row is in the headline few-shot setting: all but ``headline = False`` (rows
-    without the flag, or with None / NaN, are)."""
-    headline = row.get("headline")
-    return headline is None or headline != headline or bool(headline)
 
 
 def suite_scores(score_rows: list[dict], variant: str) -> GatedScores:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pipelines.data.datasets import DOMAIN_SHIFT, IN_DISTRIBUTION, PERTURBED, SUITES
 from pipelines.evaluation.graders import DESCRIPTIONS
 from pipelines.evaluation.prompts import BASE, VARIANTS
-from pipelines.evaluation.scoring import DEFAULT_GRADER, is_headline
+from pipelines.evaluation.scoring import is_headline, is_primary
 
 SECTIONS = ("Variant comparison", "Zero-shot vs few-shot", "Perturbation drop", "Domain-shift gap",
             "Grader dependence", "Tokens vs accuracy", "pass@k")
@@ -38,14 +38,10 @@ def _ordered(values: set[str], order) -> list[str]:
     return [v for v in order if v in values] + sorted(values - set(order))
 
 
-def _is_primary(row: dict) -> bool:
-    return row.get("primary", row["grader"] == DEFAULT_GRADER)
-
-
 def build_report(scores: list[dict], perturbation_drops: list[dict] = ()) -> Report:
-    comparison = [s for s in scores if _is_primary(s)]  # every few-shot setting, for the zero- vs few-shot table
+    comparison = [s for s in scores if is_primary(s)]  # every few-shot setting, for the zero- vs few-shot table
     scores = [s for s in scores if is_headline(s)]  # each variant's configured setting: the main tables
-    main = {(s["variant"], s["suite"]): s for s in scores if _is_primary(s)}
+    main = {(s["variant"], s["suite"]): s for s in scores if is_primary(s)}
     variants = _ordered({v for v, _ in main}, VARIANTS)
     suites = _ordered({s for _, s in main}, SUITES)
     acc = lambda v, s: main[(v, s)]["pass_at_1"] if (v, s) in main else float("nan")  # noqa: E731

@@ -34,10 +34,21 @@ def grade_generations(generations: list[dict], workers: int,
             for grader, results in grades.items() for row, (extracted, correct) in zip(generations, results)]
 
 
+def _unset(value) -> bool:
+    """None, or NaN (a missing boolean read through pandas)."""
+    return value is None or value != value
+
+
 def is_headline(row: dict) -> bool:
     """Whether a generation or score row is of its variant's configured few-shot setting (the main tables'),
     not one evaluated beside it for the zero- vs few-shot comparison; rows stored before that flag are."""
-    return row.get("headline") is not False
+    return _unset(row.get("headline")) or bool(row["headline"])
+
+
+def is_primary(row: dict) -> bool:
+    """Whether a score row is its suite's primary grader (``mark_primary``); rows scored before that flag:
+    the default grader."""
+    return row["grader"] == DEFAULT_GRADER if _unset(row.get("primary")) else bool(row["primary"])
 
 
 def shots_of(generation: dict) -> int:

@@ -13,23 +13,18 @@ import json
 
 from pipelines.data.datasets import IN_DISTRIBUTION, SUITES
 from pipelines.evaluation.prompts import VARIANTS
-from pipelines.evaluation.scoring import DEFAULT_GRADER, is_headline
+from pipelines.evaluation.scoring import is_headline, is_primary
 
 SUMMARY_TABLE = "eval_scores_summary.json"
 # (column, type) of each summary row; the type as Dagster's TableColumn names it
 SUMMARY_COLUMNS = (("variant", "string"), ("suite", "string"), ("grader", "string"), ("primary", "bool"),
-                   ("decoding", "string"), ("few_shot", "int"), ("k", "int"), ("pass_at_1", "float"), ("pass_at_k", "float"),
-                   ("maj_at_k", "float"), ("greedy_pass_at_1", "float"), ("mean_output_tokens", "float"),
-                   ("mean_thinking_tokens", "float"))
+                   ("decoding", "string"), ("few_shot", "int"), ("k", "int"), ("pass_at_1", "float"),
+                   ("pass_at_k", "float"), ("maj_at_k", "float"), ("greedy_pass_at_1", "float"),
+                   ("mean_output_tokens", "float"), ("mean_thinking_tokens", "float"))
 
 
 def _rank(value: str, order) -> tuple[int, str]:
     return (order.index(value) if value in order else len(order), value)
-
-
-def _primary(row: dict) -> bool:
-    """Whether the row is its suite's primary grader (rows scored before that flag: the default grader)."""
-    return bool(row.get("primary", row["grader"] == DEFAULT_GRADER))
 
 
 def summary_rows(scores: list[dict]) -> list[dict]:
@@ -37,10 +32,10 @@ def summary_rows(scores: list[dict]) -> list[dict]:
     first), with the headline columns."""
     def key(row):
         return (_rank(row["variant"], VARIANTS), _rank(row["suite"], SUITES), not is_headline(row),
-                row.get("few_shot") or 0, not _primary(row), row["grader"])
+                row.get("few_shot") or 0, not is_primary(row), row["grader"])
 
     return [{column: _rounded(row.get(column)) for column, _ in SUMMARY_COLUMNS}
-            | {"primary": _primary(row), "few_shot": row.get("few_shot") or 0} for row in sorted(scores, key=key)]
+            | {"primary": is_primary(row), "few_shot": row.get("few_shot") or 0} for row in sorted(scores, key=key)]
 
 
 def _rounded(value):
@@ -57,7 +52,7 @@ def metric_points(scores: list[dict]) -> list[tuple[str, int, float]]:
     k = 1..K, and the headline ``pass_at_1/<variant>`` (in-distribution) at step 0."""
     points = []
     for row in scores:
-        if not _primary(row) or not is_headline(row):  # each variant's configured few-shot setting
+        if not is_primary(row) or not is_headline(row):  # each variant's configured few-shot setting
             continue
         curve = json.loads(row["pass_at_k_curve"])
         points += [(f"pass_at_k/{row['variant']}/{row['suite']}", k, value) for k, value in enumerate(curve, 1)]
