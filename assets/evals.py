@@ -126,7 +126,9 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
         settings = _shot_settings(decoding, config.compare_shots)
         training = read_published(context, duckdb, training_problems)[0] if any(s.few_shot for s in settings) else []
         exemplars = {s.few_shot: few_shot_exemplars(training, s.few_shot, s.seed) for s in settings}
-        fingerprint = generation_fingerprint(variant, model_version, suites_fingerprint(suites), "||".join(
+        # the items as prompted: a suite's new rel_tol re-grades (eval_scores) without regenerating
+        items = suites_fingerprint(suites, prompts_only=True)
+        fingerprint = generation_fingerprint(variant, model_version, items, "||".join(
             s.describe() + (f"|shots:{content_fingerprint(exemplars[s.few_shot])}" if s.few_shot else "")
             for s in settings), chat.fingerprint_content())
         chat_metadata = {"chat_options": dg.MetadataValue.json(chat.record()), "model_version": model_version,
