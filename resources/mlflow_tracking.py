@@ -27,6 +27,16 @@ CLOSED_TAG = "llm_lineage.closed_because"  # why close_interrupted_runs marked a
 
 
 ML_VIEW = "workflowType=machine_learning"
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's SQLAlchemy stores, any +driver
+
+
+def database_uri(tracking_uri: str) -> bool:
+    """Whether MLflow reads ``tracking_uri`` as a database of its own (no server between): then the resource
+    chooses where a new experiment's artifacts go, or MLflow would put them in ./mlruns of each step's cwd."""
+    scheme = tracking_uri.partition("://")[0] if "://" in tracking_uri else ""
+    return scheme.partition("+")[0] in DATABASE_SCHEMES
+
+
 NOTE_TAG = "mlflow.note.content"  # the run's description: Markdown, shown with clickable links on its page
 
 
@@ -60,10 +70,11 @@ class MLflowTracking(dg.ConfigurableResource):
     never written to metadata, params or logs.
     """
 
-    tracking_uri: str = Field(description="sqlite:///path/mlflow.db (default) or http://host:port server.")
+    tracking_uri: str = Field(description="sqlite:///path/mlflow.db (default), http://host:port server, "
+                              "or postgresql+psycopg2://user:password@host:port/db.")
     experiment_name: str = Field(default="llm-lineage")
     artifact_root: str | None = Field(default=None, description="Artifact location for a new experiment "
-                                      "on a SQLite store; a tracking server chooses its own.")
+                                      "on a database store (SQLite, Postgres); a tracking server chooses its own.")
     ui_url: str = Field(default="http://127.0.0.1:5000", description="MLflow UI base, for run links.")
     dagster_ui_url: str = Field(default="http://127.0.0.1:3000", description="Dagster UI base, for the links "
                                 "back from MLflow runs and model versions ('' for none): `make ui`'s address.")
@@ -112,7 +123,7 @@ class MLflowTracking(dg.ConfigurableResource):
             if experiment is not None:
                 return experiment.experiment_id
             location = None
-            if self.artifact_root and sqlite_path(self.tracking_uri) is not None:
+            if self.artifact_root and database_uri(self.tracking_uri):
                 location = Path(self.artifact_root).resolve().as_uri()
             return client.create_experiment(self.experiment_name, artifact_location=location)
 

@@ -29,7 +29,7 @@ GSM8K_DIR = REPO_ROOT / "data" / "gsm8k"  # committed with the repository (data/
 # one of SLOW_FIXTURES (directly or through another fixture), when its module imports a server starter
 # (SLOW_HELPERS) or sets ``pytestmark = pytest.mark.slow``, or when its module or itself is in SLOW: it
 # starts servers, CLI or worker processes, Dagster runs of training, or a browser.
-SLOW_FIXTURES = frozenset({"mlflow_server", "materialized_lineage"})
+SLOW_FIXTURES = frozenset({"mlflow_server", "materialized_lineage", "postgres"})
 SLOW_HELPERS = frozenset({"start_mlflow_server", "start_dagster_ui"})
 SLOW = frozenset({  # paths relative to tests/, whole modules or module::test
     "test_end_to_end.py",  # the whole graph in process, then again through `dagster asset materialize`
@@ -148,6 +148,22 @@ def mlflow_server(tmp_path_factory) -> str:
     process = start_mlflow_server(tmp_path_factory.mktemp("mlflow_server"), port)
     yield f"http://127.0.0.1:{port}"
     kill_process_group(process)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL on 127.0.0.1 and a free port, in a fresh directory (tests/fixtures/postgres.py): yields
+    the server (``.url("dagster")``, ``.url("mlflow")``); stopped by ``pg_ctl stop -m fast``, then by PID.
+    Skipped only when the server binaries are missing (Debian's ``postgresql`` package; the development and
+    CI machines have it)."""
+    from tests.fixtures.postgres import find_pg_bin, start_postgres
+
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl, psql) not found: install Debian's postgresql")
+    server = start_postgres(bin_dir)
+    yield server
+    server.stop()
 
 
 @pytest.fixture
