@@ -46,7 +46,7 @@ setup: $(VENV)/.installed
 
 ## Materialize the whole lineage on the embedded default (tiny profile, offline) and print the results.
 demo: setup
-	$(BIN)/python -m pipelines.demo
+	$(BIN)/python -m pipelines.demo $(DEMO_ARGS)
 
 ## The test suite (unit, resources, assets, end-to-end against a real MLflow server).
 test: setup $(CHROMIUM)

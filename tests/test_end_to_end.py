@@ -156,9 +156,8 @@ PROTOCOL_SUITES = (*SUITES, "gsm8k", "math500")
 
 
 def test_cli_materialize_uses_the_default_executor_and_sqlite_store(tmp_path):
-    """`dagster asset materialize` (the one-off CLI path; `make demo` launches through the run queue instead):
-    multiprocess executor, SQLite MLflow, pools; with a run config file that asks for the paper's protocol on
-    GSM8K and MATH-500 subsets."""
+    """`dagster asset materialize` as `make demo` runs it: multiprocess executor, SQLite MLflow, pools; with a
+    run config file that asks for the paper's protocol on GSM8K and MATH-500 subsets."""
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
