@@ -5,7 +5,7 @@ the same inputs reuses the stored rows instead of regenerating or re-grading.
 """
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ from assets._metadata import metadata_of_build, mlflow_metadata, preview, table
 from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint
 from assets._tables import read_published
 from assets.datasets import eval_suites, training_problems
-from pipelines.evaluation.decoding import Decoding, generate_samples, prompt_options
-from pipelines.evaluation.gating import suite_scores
+from pipelines.evaluation.decoding import generate_samples, prompt_options, shot_settings
+from pipelines.evaluation.gating import answer_types
 from pipelines.evaluation.graders import item_tolerances
 from pipelines.evaluation.prompts import BASE, INSTRUCT, REASONING, few_shot_exemplars
 from pipelines.evaluation.reporting import build_report, embed_png
@@ -29,7 +29,8 @@ from pipelines.evaluation.summary import SUMMARY_COLUMNS, SUMMARY_TABLE, metric_
 from pipelines.evaluation.versioning import generation_fingerprint, scores_fingerprint, suites_fingerprint
 from pipelines.lineage import content_fingerprint
 from pipelines.profiles import with_overrides
-from pipelines.registry import PUBLISHED_PREFIX, published_model_name, published_version, register_published
+from pipelines.promotion import record_published_scores
+from pipelines.registry import published_model_name, published_version, register_published
 from pipelines.training.base_model import model_content_version, resolve_base_model
 from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking
 
@@ -98,15 +99,6 @@ def _model_under_test(config: EvalConfig, checkpoints: CheckpointStore, checkpoi
                                                      "path": str(model_dir), "sha256": content}]
 
 
-def _shot_settings(decoding: Decoding, compare_shots: list[int]) -> list[Decoding]:
-    """The decoding per exemplar count: the configured ``few_shot`` first (the headline of the main tables),
-    then each other count of ``compare_shots`` (the report's zero- vs few-shot table)."""
-    if any(n < 0 for n in compare_shots):
-        raise ValueError(f"compare_shots must be exemplar counts >= 0, got {compare_shots}")
-    counts = [decoding.few_shot] + [n for n in dict.fromkeys(compare_shots) if n != decoding.few_shot]
-    return [replace(decoding, few_shot=n) for n in counts]
-
-
 def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.AssetsDefinition:
     checkpoint_name = checkpoint.key.path[-1]
 
@@ -123,7 +115,7 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
         chat = prompt_options(variant, model_dir)  # as the checkpoint was trained, unless overridden
         if variant != BASE:  # the base variant continues the corpus format: no chat template
             chat = chat.overridden(config.chat.system_prompt, config.chat.chat_template_kwargs)
-        settings = _shot_settings(decoding, config.compare_shots)
+        settings = shot_settings(decoding, config.compare_shots)
         training = read_published(context, duckdb, training_problems)[0] if any(s.few_shot for s in settings) else []
         exemplars = {s.few_shot: few_shot_exemplars(training, s.few_shot, s.seed) for s in settings}
         # the items as prompted: a suite's new rel_tol re-grades (eval_scores) without regenerating
@@ -174,19 +166,6 @@ eval_instruct = build_eval_asset(INSTRUCT, instruct_checkpoint)
 eval_reasoning = build_eval_asset(REASONING, reasoning_checkpoint)
 
 
-def _record_published_scores(context, mlflow: MLflowTracking, scores: list[dict], suite_rows: list[dict]) -> None:
-    """Each published model's pass@1 per suite on its registry version (registered by its eval asset)."""
-    for variant, model_version in sorted({(s["variant"], s["model_version"]) for s in scores
-                                          if str(s.get("model_version")).startswith(PUBLISHED_PREFIX)}):
-        registry = mlflow.registry()
-        version = registry.find(published_model_name(mlflow.registered_model_prefix, variant), model_version)
-        if version is None:  # evaluated before published models were registered
-            context.log.warning(f"{model_version} ({variant}) is not in the registry: re-materialize eval_{variant}")
-            continue
-        gated = suite_scores(scores, variant)
-        registry.record_scores(version, suites_fingerprint(suite_rows), gated.scores, gated.graders)
-
-
 @dg.asset(group_name="evals", deps=[eval_base, eval_instruct, eval_reasoning], kinds={"duckdb", "mlflow"},
           automation_condition=UPSTREAM_DATA_CHANGED)
 def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: MLflowTracking,
@@ -201,9 +180,8 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
         return recorded(context, duckdb, _reused(context, "eval_scores", fingerprint, {}))
     generations = duckdb.rows(GENERATIONS_TABLE)
     graded = grade_generations(generations, workers=profile.settings().eval.grading_workers, tolerances=tolerances)
-    answer_types = {r["suite"]: r.get("answer_type") or "number" for r in suite_rows}
     scores = [{**row, "scores_fingerprint": fingerprint}
-              for row in mark_primary(score(generations, graded), answer_types)]
+              for row in mark_primary(score(generations, graded), answer_types(suite_rows))]
     drops = perturbation_drops(generations, graded, suite_rows)
     duckdb.replace_table("eval_grades", graded)
     duckdb.replace_table(PERTURBATION_TABLE, drops, columns=["variant", "perturbation", "grader", "pairs",
@@ -213,7 +191,9 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
     with mlflow.start_run(run_name="eval_scores", tags=mlflow.dagster_tags(context)) as run:
         run.log_metric_points(metric_points(scores))  # pass@k curves and in-distribution pass@1 headlines
         run.log_table(summary_columns(summary), SUMMARY_TABLE)  # the whole grid, as one table
-    _record_published_scores(context, mlflow, scores, suite_rows)
+    for variant, model_version in record_published_scores(mlflow.registry(), mlflow.registered_model_prefix,
+                                                          scores, suite_rows):
+        context.log.warning(f"{model_version} ({variant}) is not in the registry: re-materialize eval_{variant}")
     # each suite's primary grader (math-verify for LaTeX suites), each variant's configured few-shot setting
     main = [s for s in scores if s["primary"] and s["headline"]]
     return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={

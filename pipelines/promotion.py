@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipelines.evaluation.gating import GatedScores, GateSettings, GateVerdict, gate, legacy_graders, suite_scores
 from pipelines.evaluation.versioning import suites_fingerprint
-from pipelines.registry import GATE_TAG, ModelRegistry, RegisteredVersion
+from pipelines.registry import GATE_TAG, PUBLISHED_PREFIX, ModelRegistry, RegisteredVersion, published_model_name
 from pipelines.training.checkpoint_record import read_record
 
 STAND_IN_TAG = "llm_lineage.training_run_not_in_store"  # the training run id a stand-in run replaces
@@ -129,3 +129,20 @@ def promote_candidate(registry: ModelRegistry, name: str, checkpoint_dir: Path) 
                               f"run its no-regression check first")
     registry.promote(candidate)
     return candidate, previous
+
+
+def record_published_scores(registry: ModelRegistry, prefix: str, score_rows: list[dict],
+                            suite_rows: list[dict]) -> list[tuple[str, str]]:
+    """Each published model's pass@1 per suite (primary graders, headline setting) on its registry version,
+    which its eval asset registered; returns the (variant, model version) pairs not found there (evaluated
+    before published models were registered)."""
+    missing = []
+    for variant, model_version in sorted({(r["variant"], r["model_version"]) for r in score_rows
+                                          if str(r.get("model_version")).startswith(PUBLISHED_PREFIX)}):
+        version = registry.find(published_model_name(prefix, variant), model_version)
+        if version is None:
+            missing.append((variant, model_version))
+            continue
+        gated = suite_scores(score_rows, variant)
+        registry.record_scores(version, suites_fingerprint(suite_rows), gated.scores, gated.graders)
+    return missing

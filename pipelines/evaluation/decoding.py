@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from pipelines.data.formats import THINK_CLOSE, THINK_OPEN
@@ -57,6 +57,15 @@ class Decoding:
         if not self.few_shot:  # zero-shot describes itself as before few-shot existed: stored rows stay reusable
             described.pop("few_shot")
         return json.dumps(described, sort_keys=True)
+
+
+def shot_settings(decoding: Decoding, compare_shots: list[int]) -> list[Decoding]:
+    """The decoding per exemplar count: the configured ``few_shot`` first (the headline of the main tables),
+    then each other count of ``compare_shots`` (the report's zero- vs few-shot table)."""
+    if any(n < 0 for n in compare_shots):
+        raise ValueError(f"compare_shots must be exemplar counts >= 0, got {compare_shots}")
+    counts = [decoding.few_shot] + [n for n in dict.fromkeys(compare_shots) if n != decoding.few_shot]
+    return [replace(decoding, few_shot=n) for n in counts]
 
 
 def sample_id(*parts: str) -> str:
