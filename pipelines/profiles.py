@@ -86,16 +86,16 @@ def with_overrides(settings, overrides: dict):
 
 TINY = Profile(
     name="tiny",
-    data=DataSettings(n_problems=2000, seed=0, max_operand=10, eval_fraction=0.1, eval_suite_size=150),
+    data=DataSettings(n_problems=2000, seed=0, max_operand=10, eval_fraction=0.1, eval_suite_size=100),
     tokenizer_vocab_size=512,
     model=ModelShape(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=512,
                      max_positions=256),
-    # Pretraining and think-SFT were 400 and 200 steps; cut to keep `make demo` within 10 minutes on 2 shared
-    # cores, which ran ~0.55 s per pretraining step on 2026-12-01 against ~0.31 on 2026-11-30 with the same
-    # code (measured A/B). Their loss curves had flattened: 0.30 → 0.28 over pretraining steps 300-400.
-    pretrain=TrainSettings(max_steps=300, batch_size=32, learning_rate=2e-3, max_length=128, seed=0),
+    # Cut to keep `make demo` within 10 minutes on 2 shared cores (~0.55 s per pretraining step on 2026-12-01
+    # against ~0.31 on 2026-11-30, same code, measured A/B): pretraining 400 → 240 steps (loss 0.28 at 400,
+    # 0.30 at 300), think-SFT 200 → 130 (0.057 at 200, 0.074 at 150), eval suites 150 → 100 items each.
+    pretrain=TrainSettings(max_steps=240, batch_size=32, learning_rate=2e-3, max_length=128, seed=0),
     instruct_sft=TrainSettings(max_steps=150, batch_size=32, learning_rate=1e-3, max_length=128, seed=0),
-    think_sft=TrainSettings(max_steps=150, batch_size=32, learning_rate=1e-3, max_length=128, seed=0),
+    think_sft=TrainSettings(max_steps=130, batch_size=32, learning_rate=1e-3, max_length=128, seed=0),
     # DPO on synthetic pairs only erodes think-SFT accuracy at this scale (lr 5e-5: 0.87 → 0.57 on the
     # in-distribution suite; 1e-5: → 0.83), so the tiny profile keeps it gentle.
     dpo=TrainSettings(max_steps=30, batch_size=16, learning_rate=1e-5, max_length=128, seed=0),
