@@ -3,11 +3,13 @@ branch greedily, and prefer the path whose *answer* tokens the model is most con
 
 A path's confidence is the mean, over the tokens of its final answer (where the answer is first
 produced), of p(top-1) − p(top-2) at that step. The model needs the Hugging Face call signature (input_ids, attention_mask, position_ids,
-past_key_values, use_cache) returning ``logits`` and ``past_key_values``.
+cache, use_cache) returning ``logits`` and ``cache``; a model whose ``forward`` still names the cache
+``past_key_values`` (its name before transformers 5.24, kept by remote-code models) is called that way.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass
 
@@ -74,8 +76,9 @@ def cot_decode_batch(model, tokenizer, prompts: list[str], top_k: int, max_new_t
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, prompt_ids in enumerate(encoded):
         ids[row, width - len(prompt_ids):], mask[row, width - len(prompt_ids):] = prompt_ids, 1
+    cache_name = _cache_argument(model)
     with torch.inference_mode():
-        first = _step(model, ids, mask, _positions(mask), None)
+        first = _step(model, ids, mask, _positions(mask), cache_name, None)
         first_probs = torch.softmax(first.logits[:, -1].float(), dim=-1)
         top = torch.topk(first_probs, top_k, dim=-1)  # [B, K]
         first_margin = [_margin(first_probs[row]) for row in range(len(prompts))]
@@ -85,7 +88,7 @@ def cot_decode_batch(model, tokenizer, prompts: list[str], top_k: int, max_new_t
         generated = [[int(t)] for t in top.indices.reshape(-1)]
         finished = torch.tensor([int(t) in stop_ids for t in top.indices.reshape(-1)])
         positions = _positions(mask)
-        output = _step(model, ids, mask, positions, None)
+        output = _step(model, ids, mask, positions, cache_name, None)
         for _ in range(max_new_tokens - 1):
             if bool(finished.all()):
                 break
@@ -98,7 +101,7 @@ def cot_decode_batch(model, tokenizer, prompts: list[str], top_k: int, max_new_t
             finished |= torch.tensor([int(t) in stop_ids for t in next_tokens])
             mask = torch.cat([mask, torch.ones((ids.shape[0], 1), dtype=torch.long)], dim=1)
             positions = positions[:, -1:] + 1
-            output = _step(model, next_tokens.unsqueeze(1), mask, positions, output.past_key_values)
+            output = _step(model, next_tokens.unsqueeze(1), mask, positions, cache_name, getattr(output, cache_name))
     results = []
     for item in range(len(prompts)):
         branches = []
@@ -115,9 +118,14 @@ def _positions(mask):
     return (mask.cumsum(dim=-1) - 1).clamp(min=0)
 
 
-def _step(model, input_ids, attention_mask, position_ids, past_key_values):
-    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                 past_key_values=past_key_values, use_cache=True)
+def _cache_argument(model) -> str:
+    """``cache`` (transformers >= 5.24; ``past_key_values`` warns there and goes in 5.40), else the old name."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _step(model, input_ids, attention_mask, position_ids, cache_name: str, cache):
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                 **{cache_name: cache})
 
 
 def _margin(probs) -> float:

@@ -92,6 +92,22 @@ def test_cot_decoding_runs_on_a_real_checkpoint(micro_base, micro_problems):
     assert all(0 < b.output_tokens <= 8 and 0.0 <= b.confidence <= 1.0 for b in result.branches)
 
 
+def test_a_transformers_model_gets_its_cache_without_the_deprecated_argument(micro_base, micro_problems):
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warned on every step and is
+    removed in 5.40); the ScriptedLM above keeps the old name, as remote-code models do, and still works."""
+    import warnings
+
+    from pipelines.data.formats import base_prompt
+    from pipelines.evaluation.generation import load_for_generation
+
+    model, tokenizer = load_for_generation(micro_base[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        result = cot_decode(model, tokenizer, base_prompt(micro_problems[0].question), top_k=2, max_new_tokens=4,
+                            stop_ids=list(model.generation_config.eos_token_id))
+    assert len(result.branches) == 2
+
+
 def test_batched_prompts_of_different_lengths_match_one_at_a_time(micro_base, micro_problems):
     from pipelines.data.formats import base_prompt
     from pipelines.evaluation.cot_decoding import cot_decode_batch
