@@ -38,7 +38,7 @@ def tokenizer(context: dg.AssetExecutionContext, config: TokenizerConfig, duckdb
         train_tokenizer([row["text"] for row in rows], vocab_size, staging)
         return []  # nothing step-wise to report; the params say what was trained
 
-    return recorded(context, duckdb, build_checkpoint(
+    return recorded(build_checkpoint(
         context, "tokenizer", fingerprint, {"vocab_size": vocab_size, "documents": len(rows)}, build, checkpoints,
         mlflow), config)
 
@@ -57,7 +57,7 @@ def base_checkpoint(context: dg.AssetExecutionContext, config: BaseConfig, duckd
                     profile: LineageProfile) -> dg.MaterializeResult:
     """A next-token predictor: the tiny Qwen3 pretrained on the corpus, or an imported base model."""
     if config.base_model:
-        return recorded(context, duckdb, _import_base(context, config, checkpoints, mlflow), config)
+        return recorded(_import_base(context, config, checkpoints, mlflow), config)
     settings = profile.settings()
     train_settings = with_overrides(settings.pretrain, config.model_dump())
     corpus = write_rows(duckdb.query("SELECT text FROM raw_corpus ORDER BY problem_id"),
@@ -66,7 +66,7 @@ def base_checkpoint(context: dg.AssetExecutionContext, config: BaseConfig, duckd
                    tokenizer_dir=str(checkpoints.current("tokenizer")), model_shape=settings.model,
                    save_steps=settings.save_steps, metric_prefix="pretrain/",
                    input_versions={"tokenizer": input_version(checkpoints, "tokenizer")})
-    return recorded(context, duckdb, train_stages(
+    return recorded(train_stages(
         context, "base_checkpoint", None, [job], checkpoints, mlflow, launcher,
         settings_params(pretrain=train_settings, model=settings.model)), config)
 
@@ -125,7 +125,7 @@ def instruct_checkpoint(context: dg.AssetExecutionContext, config: InstructConfi
                                save_steps=settings.save_steps, metric_prefix="dpo/", input_versions=base,
                                chat=chat))
         params |= settings_params(dpo=dpo_settings)
-    return recorded(context, duckdb, train_stages(
+    return recorded(train_stages(
         context, "instruct_checkpoint", checkpoints.current("base_checkpoint"), stages, checkpoints, mlflow,
         launcher, params), config)
 
@@ -149,7 +149,7 @@ def think_sft_checkpoint(context: dg.AssetExecutionContext, config: ThinkSftConf
                    lora=config.lora.settings(), assistant_only_loss=config.assistant_only_loss,
                    metric_prefix="think_sft/", chat=config.chat.options(),
                    input_versions={"base_checkpoint": input_version(checkpoints, "base_checkpoint")})
-    return recorded(context, duckdb, train_stages(
+    return recorded(train_stages(
         context, "think_sft_checkpoint", checkpoints.current("base_checkpoint"), [job], checkpoints, mlflow,
         launcher, settings_params(think_sft=sft_settings)), config)
 
@@ -198,6 +198,6 @@ def reasoning_checkpoint(context: dg.AssetExecutionContext, config: ReasoningCon
         params |= settings_params(grpo=grpo_settings, grpo_options=options)
     if not stages:
         raise ValueError("reasoning_checkpoint needs at least one stage: enable dpo_enabled or grpo_enabled")
-    return recorded(context, duckdb, train_stages(
+    return recorded(train_stages(
         context, "reasoning_checkpoint", checkpoints.current("think_sft_checkpoint"), stages, checkpoints, mlflow,
         launcher, params), config)

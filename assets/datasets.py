@@ -145,8 +145,8 @@ def eval_suites(context: dg.AssetExecutionContext, config: EvalSuitesConfig, duc
     table = _table_result(rows, ["suite", "question", "answer"], suite_sizes=dg.MetadataValue.json(sizes),
                           suite_files=dg.MetadataValue.json(per_suite), published=not problems,
                           perturbation_kinds=dg.MetadataValue.json(dict(sorted(kinds.items()))))
-    return recorded(context, duckdb, dg.MaterializeResult(data_version=table.data_version, metadata=table.metadata,
-                                                          check_results=[verdict]), config,
+    return recorded(dg.MaterializeResult(data_version=table.data_version, metadata=table.metadata,
+                                         check_results=[verdict]), config,
                     inputs={"raw_problems": raw_version}, sources=[a for r in loaded for a in r.read.audit()])
 
 
@@ -189,8 +189,8 @@ def training_problems(context: dg.AssetExecutionContext, duckdb: DuckDBStore,
                           published=verdict.passed,
                           removed_by_method=dg.MetadataValue.json(dict(Counter(r["method"] for r in result.report))),
                           contamination_report=preview(result.report, ["method", "eval_suite", "question", "evidence"]))
-    return recorded(context, duckdb, dg.MaterializeResult(data_version=table.data_version, metadata=table.metadata,
-                                                          check_results=[verdict]),
+    return recorded(dg.MaterializeResult(data_version=table.data_version, metadata=table.metadata,
+                                         check_results=[verdict]),
                     inputs={"raw_problems": raw_version, "eval_suites": eval_version})
 
 
@@ -201,8 +201,7 @@ def raw_corpus(context: dg.AssetExecutionContext, duckdb: DuckDBStore) -> dg.Mat
     problems, version = _training(context, duckdb)
     documents = build_corpus(problems)
     duckdb.replace_table("raw_corpus", documents, columns=["problem_id", "text"])
-    return recorded(context, duckdb, _table_result(documents, ["text"],
-                                                   characters=sum(len(d["text"]) for d in documents)),
+    return recorded(_table_result(documents, ["text"], characters=sum(len(d["text"]) for d in documents)),
                     inputs={TRAINING_PROBLEMS: version})
 
 
@@ -231,7 +230,7 @@ def _conversation_dataset(context: dg.AssetExecutionContext, duckdb: DuckDBStore
     user, metadata, user_version = _user_rows(context, duckdb, profile, kind)
     rows = mix_rows(build(training), user, problems, SFT_COLUMNS)
     duckdb.replace_table(context.asset_key.to_user_string(), rows, columns=SFT_COLUMNS)
-    return recorded(context, duckdb, _table_result(rows, ["source", "prompt", "completion"], **metadata),
+    return recorded(_table_result(rows, ["source", "prompt", "completion"], **metadata),
                     inputs={TRAINING_PROBLEMS: version, "raw_training_data": user_version})
 
 
@@ -294,6 +293,6 @@ def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceConf
     duckdb.replace_table("preference_dataset", rows, columns=PREFERENCE_COLUMNS)
     duckdb.replace_table("on_policy_traces", traces,
                          columns=["problem_id", "prompt", "messages", "completion", "answer"])
-    return recorded(context, duckdb, _table_result(rows, ["source", "prompt", "chosen", "rejected"], **metadata,
-                                                   **user_metadata, source=config.source), config,
+    return recorded(_table_result(rows, ["source", "prompt", "chosen", "rejected"], **metadata,
+                                  **user_metadata, source=config.source), config,
                     inputs={TRAINING_PROBLEMS: training_version, "raw_training_data": user_version})

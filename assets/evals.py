@@ -127,8 +127,7 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
                          "published_model": config.published_model or ""}
         if _stored_fingerprints(duckdb, GENERATIONS_TABLE, "eval_fingerprint", "WHERE variant = ?", [variant]) \
                 == {fingerprint}:
-            return recorded(context, duckdb, _reused(context, f"eval_{variant}", fingerprint, chat_metadata), config,
-                            sources=sources)
+            return recorded(_reused(context, f"eval_{variant}", fingerprint, chat_metadata), config, sources=sources)
         with mlflow.start_run(run_name=f"eval_{variant}", tags=mlflow.dagster_tags(context)) as run:
             run.log_params({"variant": variant, "checkpoint": str(model_dir), **asdict(decoding),
                             "compare_shots": ",".join(str(s.few_shot) for s in settings[1:]),
@@ -149,7 +148,7 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
                 chat_metadata["mlflow_published_model_version"] = dg.MetadataValue.url(
                     mlflow.model_version_url(registered.name, registered.version))
         duckdb.replace_rows(GENERATIONS_TABLE, rows, "variant", variant)
-        return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+        return recorded(dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
             "reused": False, "fingerprint": fingerprint,
             "dagster/row_count": len(rows), "decoding": dg.MetadataValue.json(asdict(decoding)),
             "few_shot_settings": dg.MetadataValue.json([s.few_shot for s in settings]),
@@ -177,7 +176,7 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
     fingerprint = scores_fingerprint(_stored_fingerprints(duckdb, GENERATIONS_TABLE, "eval_fingerprint"), tolerances)
     if _stored_fingerprints(duckdb, SCORES_TABLE, "scores_fingerprint") == {fingerprint} \
             and PERTURBATION_TABLE in duckdb.tables():
-        return recorded(context, duckdb, _reused(context, "eval_scores", fingerprint, {}))
+        return recorded(_reused(context, "eval_scores", fingerprint, {}))
     generations = duckdb.rows(GENERATIONS_TABLE)
     graded = grade_generations(generations, workers=profile.settings().eval.grading_workers, tolerances=tolerances)
     scores = [{**row, "scores_fingerprint": fingerprint}
@@ -196,7 +195,7 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
         context.log.warning(f"{model_version} ({variant}) is not in the registry: re-materialize eval_{variant}")
     # each suite's primary grader (math-verify for LaTeX suites), each variant's configured few-shot setting
     main = [s for s in scores if s["primary"] and s["headline"]]
-    return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+    return recorded(dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
         "reused": False, "fingerprint": fingerprint,
         "dagster/row_count": len(scores), "graded_samples": len(graded), "summary": table(summary, SUMMARY_COLUMNS),
         **{f"pass_at_1/{s['variant']}/{s['suite']}": s["pass_at_1"] for s in main},
@@ -214,7 +213,7 @@ def eval_report(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoi
     fingerprint = scores[0]["scores_fingerprint"]  # one per scores table: the report is a function of it
     if checkpoints.has_current("eval_report") and checkpoints.current("eval_report").name == fingerprint:
         published = checkpoints.current("eval_report")
-        return recorded(context, duckdb, _reused(context, "eval_report", fingerprint, {
+        return recorded(_reused(context, "eval_report", fingerprint, {
             "report": dg.MetadataValue.md((published / "report.md").read_text()),
             "report_html": dg.MetadataValue.path(str(published / "report.html"))}))
     report = build_report(scores, duckdb.rows(PERTURBATION_TABLE))
@@ -228,7 +227,7 @@ def eval_report(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoi
         for path in sorted(published.iterdir()):
             run.log_artifact(path)
     plots = "\n\n".join(embed_png(png, name) for name, png in report.plots.items())
-    return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
+    return recorded(dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
         "reused": False, "fingerprint": fingerprint,
         "report": dg.MetadataValue.md(report.markdown + "\n\n" + plots),
         "report_html": dg.MetadataValue.path(str(published / "report.html")),

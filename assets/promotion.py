@@ -56,7 +56,7 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
         if version.model_id:
             links["mlflow_logged_model"] = dg.MetadataValue.url(mlflow.logged_model_url(experiment_id,
                                                                                         version.model_id))
-        return recorded(context, duckdb, dg.MaterializeResult(
+        return recorded(dg.MaterializeResult(
             data_version=dg.DataVersion(f"{name}/{version.version}"), metadata={
                 "registered_model": name, "model_version": version.version, "model_uri": version.uri,
                 "checkpoint_version": version.checkpoint_version, "suites_fingerprint": version.suites_fingerprint,
@@ -94,7 +94,7 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
     @dg.asset(name=f"{variant}_champion", group_name="evals", deps=[_candidate], kinds={"mlflow"},
               automation_condition=UPSTREAM_DATA_CHANGED, description=(
                   f"Moves the {variant} 'champion' alias to the candidate that passed the no-regression gate."))
-    def _champion(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: MLflowTracking,
+    def _champion(context: dg.AssetExecutionContext, mlflow: MLflowTracking,
                   checkpoints: CheckpointStore) -> dg.MaterializeResult:
         # In the same run a failed gate already stops this step; a later run selecting only it must not
         # move the alias to a candidate the gate rejected (or never judged) either.
@@ -102,7 +102,7 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
         champion, previous = promote_candidate(mlflow.registry(),
                                                registered_model_name(mlflow.registered_model_prefix, variant),
                                                checkpoints.current(checkpoint_name))
-        return recorded(context, duckdb, dg.MaterializeResult(
+        return recorded(dg.MaterializeResult(
             data_version=dg.DataVersion(f"{champion.name}/{champion.version}"), metadata={
                 "registered_model": champion.name, "champion_version": champion.version, "model_uri": champion.uri,
                 "champion_alias_uri": f"models:/{champion.name}@champion",

@@ -121,7 +121,7 @@ def raw_problems(context: dg.AssetExecutionContext, config: RawProblemsConfig, d
         context.log.error(f"raw_problems rejected, not published: {verdict.description}")
         duckdb.replace_table("raw_quarantine_rejected", quarantined, columns=QUARANTINE_COLUMNS)
     splits = {split: sum(r["split"] == split for r in rows) for split in ("train", "test")}
-    return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
+    return recorded(dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
         "source": source, "lines_read": result.lines_read, "kept": len(rows), "quarantined": len(quarantined),
         "published": verdict.passed, "train_rows": splits["train"], "test_rows": splits["test"],
         "quarantine_reasons": dg.MetadataValue.json(result.quarantine_counts()),
@@ -201,7 +201,7 @@ def raw_training_data(context: dg.AssetExecutionContext, config: RawTrainingData
     finally:
         incoming.unlink(missing_ok=True)
     kept = dict(result.kept)
-    return recorded(context, duckdb, dg.MaterializeResult(data_version=dg.DataVersion(result.version), metadata={
+    return recorded(dg.MaterializeResult(data_version=dg.DataVersion(result.version), metadata={
         "sources": dg.MetadataValue.json([o.summary() for o in result.outcomes]), "records": result.records,
         "kept": dg.MetadataValue.json(kept), "quarantined": len(result.quarantined), "published": verdict.passed,
         "quarantine_reasons": dg.MetadataValue.json(dict(Counter(q["kind"] for q in result.quarantined))),

@@ -1,10 +1,12 @@
 """The lineage audit: which data and code produced an artifact, and what used a raw file.
 
-Every materialization appends one row to the DuckDB ``lineage`` table (asset, data version, the data
-versions of its inputs, config hash, code version, git commit, Dagster and MLflow run ids; for the raw
-stage also the files and row counts it read) and its input edges to ``lineage_inputs``. Both
-directions are recursive queries over those edges, so they answer for every generation ever built,
-not just the current one:
+Read from Dagster's own event log, nothing else. Dagster stamps every materialization with the
+exact upstream events its step consumed (tags ``dagster/input_event_pointer/<asset>``: the storage id,
+``dagster/input_data_version/<asset>``), its ``dagster/code_version`` and ``dagster/data_version``,
+and its run id. ``assets/_lineage.py`` adds what Dagster cannot know as ``lineage/*`` metadata: git
+commit, config hash, project version, the raw files / suite files / published models a step read
+(``lineage/sources``), and the versions a step read itself where Dagster's tag would not say so
+(``lineage/inputs``). Both directions follow those edges, for every generation ever built:
 
     python -m pipelines.lineage back instruct_checkpoint           # checkpoint/report -> raw files, rows
     python -m pipelines.lineage forward var/raw_data/train.jsonl   # raw file -> checkpoints, reports
@@ -18,21 +20,18 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-import duckdb
+import dagster as dg
 
-LINEAGE_TABLE = "lineage"
-INPUTS_TABLE = "lineage_inputs"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-LINEAGE_COLUMNS = ("asset", "data_version", "recorded_at", "dagster_run_id", "mlflow_run_id", "config_hash",
-                   "code_version", "git_commit", "sources")
-
-
+GIT_COMMIT, CONFIG_HASH, PROJECT_VERSION = "lineage/git_commit", "lineage/config_hash", "lineage/project_version"
+SOURCES, READ_VERSIONS = "lineage/sources", "lineage/inputs"
+INPUT_POINTER, INPUT_VERSION = "dagster/input_event_pointer/", "dagster/input_data_version/"
+_PAGE = 1000
 _CHUNK_BYTES = 1 << 20
 
 
@@ -62,107 +61,90 @@ def git_commit() -> str:
         return "unknown"
 
 
-def code_version() -> str:
+def project_version() -> str:
     try:
         return metadata.version("llm-lineage")
     except metadata.PackageNotFoundError:
         return "unknown"
 
 
-@dataclass(frozen=True)
-class LineageRecord:
-    asset: str
-    data_version: str
-    dagster_run_id: str
-    inputs: dict[str, str]  # upstream asset -> the data version this materialization consumed
-    mlflow_run_id: str | None = None
-    config: dict = field(default_factory=dict)
-    sources: list[dict] = field(default_factory=list)  # raw stage: [{path, sha256, rows, quarantined}]
-
-    def row(self) -> dict:
-        return {"asset": self.asset, "data_version": self.data_version,
-                "recorded_at": datetime.now(timezone.utc).replace(tzinfo=None), "dagster_run_id": self.dagster_run_id,
-                "mlflow_run_id": self.mlflow_run_id, "config_hash": content_fingerprint(self.config),
-                "code_version": code_version(), "git_commit": git_commit(), "sources": json.dumps(self.sources)}
+def _plain(value):
+    return getattr(value, "value", value)
 
 
-def ensure_tables(connection: duckdb.DuckDBPyConnection) -> None:
-    connection.execute(f"""CREATE TABLE IF NOT EXISTS {LINEAGE_TABLE} (asset VARCHAR, data_version VARCHAR,
-        recorded_at TIMESTAMP, dagster_run_id VARCHAR, mlflow_run_id VARCHAR, config_hash VARCHAR,
-        code_version VARCHAR, git_commit VARCHAR, sources VARCHAR)""")
-    connection.execute(f"""CREATE TABLE IF NOT EXISTS {INPUTS_TABLE} (asset VARCHAR, data_version VARCHAR,
-        dagster_run_id VARCHAR, input_asset VARCHAR, input_version VARCHAR)""")
-
-
-def append(connection: duckdb.DuckDBPyConnection, record: LineageRecord) -> None:
-    ensure_tables(connection)
-    row = record.row()
-    connection.execute(f"INSERT INTO {LINEAGE_TABLE} VALUES ({', '.join('?' * len(LINEAGE_COLUMNS))})",
-                       [row[c] for c in LINEAGE_COLUMNS])
-    for input_asset, input_version in sorted(record.inputs.items()):
-        connection.execute(f"INSERT INTO {INPUTS_TABLE} VALUES (?, ?, ?, ?, ?)",
-                           [record.asset, record.data_version, record.dagster_run_id, input_asset, input_version])
-
-
-def _require_tables(connection: duckdb.DuckDBPyConnection) -> None:
-    present = {r[0] for r in connection.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    if not {LINEAGE_TABLE, INPUTS_TABLE} <= present:
-        raise LookupError("no lineage recorded yet: materialize some assets first")
-
-
-def latest_versions(connection: duckdb.DuckDBPyConnection, assets: list[str]) -> dict[str, str]:
-    """The newest recorded data version of each asset: what a step consuming them now reads."""
-    _require_tables(connection)
-    if not assets:
-        return {}
-    rows = connection.execute(f"""SELECT asset, arg_max(data_version, recorded_at) FROM {LINEAGE_TABLE}
-        WHERE asset IN ({', '.join('?' * len(assets))}) GROUP BY asset""", assets).fetchall()
-    return dict(rows)
-
-
-def _key(row: dict) -> tuple[str, str, str]:
-    return row["asset"], row["data_version"], row["dagster_run_id"]
+def _row(record: dg.EventLogRecord) -> dict:
+    """One materialization as an audit row; ``inputs`` maps each upstream asset to (version, pointer)."""
+    event = record.asset_materialization
+    meta, tags = event.metadata, event.tags or {}
+    read = _plain(meta.get(READ_VERSIONS)) or {}
+    inputs = {}
+    for tag, value in tags.items():
+        if tag.startswith(INPUT_VERSION):
+            asset = tag[len(INPUT_VERSION):]
+            pointer = tags.get(INPUT_POINTER + asset, "NULL")
+            inputs[asset] = (read.get(asset, value), int(pointer) if pointer.isdigit() else None)
+    for asset, version in read.items():  # a version the step read itself, of an input Dagster has no tag for
+        inputs.setdefault(asset, (version, None))
+    return {"depth": 0, "asset": event.asset_key.to_user_string(),
+            "data_version": tags.get("dagster/data_version") or "-", "dagster_run_id": record.run_id,
+            "mlflow_run_id": _plain(meta.get("mlflow_run_id")), "git_commit": _plain(meta.get(GIT_COMMIT)) or "unknown",
+            "config_hash": _plain(meta.get(CONFIG_HASH)) or "-", "code_version": tags.get("dagster/code_version"),
+            "project_version": _plain(meta.get(PROJECT_VERSION)), "sources": _plain(meta.get(SOURCES)) or [],
+            "storage_id": record.storage_id, "inputs": inputs,
+            "recorded_at": datetime.fromtimestamp(record.timestamp, timezone.utc).isoformat()}
 
 
 class _Graph:
-    """Materializations and their input edges, loaded once (the tables are small: one row per step run).
+    """Every materialization in the instance and the exact upstream materialization each one consumed.
 
-    A materialization consumed, for each input, the newest materialization of that input version recorded
-    before it. Edges are resolved that way, not by version alone: a data version rebuilt identically
-    from new raw data (e.g. eval suites from an unchanged test file) must not link one generation's
-    checkpoint to the other generation's raw files.
+    An edge is the consumed event's storage id (``dagster/input_event_pointer``). Only without a usable
+    pointer (none recorded, or the step read another version itself: ``lineage/inputs``) is it resolved
+    by version: the newest materialization of that version before the consumer's. A version alone is not
+    enough: a table rebuilt identically from new raw data must not link one generation's checkpoint to
+    the other generation's raw files.
     """
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection):
-        _require_tables(connection)
-        self.rows = _as_dicts(connection.execute(f"SELECT 0 AS depth, {', '.join(LINEAGE_COLUMNS)} FROM "
-                                                 f"{LINEAGE_TABLE} ORDER BY recorded_at").fetchall())
-        self._by_version: dict[tuple[str, str], list[dict]] = {}
+    def __init__(self, instance: dg.DagsterInstance):
+        self.rows = sorted((_row(r) for key in instance.get_asset_keys() for r in _materializations(instance, key)),
+                           key=lambda r: r["storage_id"])
+        if not self.rows:
+            raise LookupError("no materialization in this Dagster instance: materialize some assets first")
+        self._by_id = {r["storage_id"]: r for r in self.rows}
+        self._parents = {r["storage_id"]: [p for p in (self._consumed(r, asset, version, pointer)
+                                                       for asset, (version, pointer) in sorted(r["inputs"].items()))
+                                           if p is not None] for r in self.rows}
+        self._children: dict[int, list[dict]] = {}
         for row in self.rows:
-            self._by_version.setdefault((row["asset"], row["data_version"]), []).append(row)
-        edges: dict[tuple, list[tuple[str, str]]] = {}
-        for asset, version, run, input_asset, input_version in connection.execute(
-                f"SELECT * FROM {INPUTS_TABLE}").fetchall():
-            edges.setdefault((asset, version, run), []).append((input_asset, input_version))
-        self._parents = {_key(row): [p for p in (self.producer(a, v, row["recorded_at"])
-                                                 for a, v in edges.get(_key(row), [])) if p is not None]
-                         for row in self.rows}
-        self._children: dict[tuple, list[dict]] = {}
-        for row in self.rows:
-            for parent in self._parents[_key(row)]:
-                self._children.setdefault(_key(parent), []).append(row)
+            for parent in self._parents[row["storage_id"]]:
+                self._children.setdefault(parent["storage_id"], []).append(row)
 
-    def producer(self, asset: str, version: str, before=None) -> dict | None:
-        """The materialization of ``asset@version`` that a step recorded at ``before`` read (else the newest)."""
-        candidates = [r for r in self._by_version.get((asset, version), [])
-                      if before is None or r["recorded_at"] <= before]
-        return candidates[-1] if candidates else None
+    def _consumed(self, row: dict, asset: str, version: str, pointer: int | None) -> dict | None:
+        pointed = self._by_id.get(pointer)
+        if pointed is not None and pointed["data_version"] == version:
+            return pointed
+        return self.producer(asset, version, before=row["storage_id"])
+
+    def producer(self, asset: str, version: str | None = None, before: int | None = None) -> dict | None:
+        """The newest materialization of ``asset`` (at ``version``; recorded before storage id ``before``)."""
+        return next((r for r in reversed(self.rows) if r["asset"] == asset
+                     and (version is None or r["data_version"] == version)
+                     and (before is None or r["storage_id"] < before)), None)
 
     def parents(self, row: dict) -> list[dict]:
-        return self._parents[_key(row)]
+        return self._parents[row["storage_id"]]
 
     def children(self, row: dict) -> list[dict]:
-        return self._children.get(_key(row), [])
+        return self._children.get(row["storage_id"], [])
+
+
+def _materializations(instance: dg.DagsterInstance, key: dg.AssetKey) -> list[dg.EventLogRecord]:
+    records, cursor = [], None
+    while True:
+        page = instance.fetch_materializations(key, limit=_PAGE, cursor=cursor, ascending=True)
+        records += [r for r in page.records if r.asset_materialization is not None]
+        if not page.has_more:
+            return records
+        cursor = page.cursor
 
 
 def _walk(start: list[dict], step) -> list[dict]:
@@ -171,42 +153,41 @@ def _walk(start: list[dict], step) -> list[dict]:
     while frontier:
         following = []
         for row in frontier:
-            if _key(row) not in seen:
-                seen.add(_key(row))
+            if row["storage_id"] not in seen:
+                seen.add(row["storage_id"])
                 found.append({**row, "depth": depth})
                 following.extend(step(row))
         frontier, depth = following, depth + 1
-    return _dedupe(sorted(found, key=lambda r: (r["depth"], r["asset"], r["recorded_at"])))
+    return _dedupe(sorted(found, key=lambda r: (r["depth"], r["asset"], r["storage_id"])))
 
 
-def upstream(connection: duckdb.DuckDBPyConnection, asset: str, version: str | None = None) -> list[dict]:
+def _public(row: dict) -> dict:
+    """The row as printed: inputs as asset -> consumed data version."""
+    return {**row, "inputs": {asset: version for asset, (version, _) in row["inputs"].items()}}
+
+
+def upstream(instance: dg.DagsterInstance, asset: str, version: str | None = None) -> list[dict]:
     """``asset`` (its newest version unless ``version``) and everything it was built from, by depth."""
-    graph = _Graph(connection)
-    start = graph.producer(asset, version) if version else next(
-        (r for r in reversed(graph.rows) if r["asset"] == asset), None)
+    graph = _Graph(instance)
+    start = graph.producer(asset, version)
     if start is None:
-        raise LookupError(f"no lineage recorded for asset '{asset}'" + (f" at version {version}" if version else ""))
-    return _walk([start], graph.parents)
+        raise LookupError(f"no materialization of asset '{asset}'" + (f" at version {version}" if version else ""))
+    return [_public(r) for r in _walk([start], graph.parents)]
 
 
-def downstream_of_file(connection: duckdb.DuckDBPyConnection, path: str, sha256: str | None = None) -> list[dict]:
+def downstream_of_file(instance: dg.DagsterInstance, path: str, sha256: str | None = None) -> list[dict]:
     """Every materialization built, directly or not, from a raw file (any of its contents, or one sha)."""
-    graph = _Graph(connection)
+    graph = _Graph(instance)
     wanted = str(Path(path).resolve()) if not path.startswith("synthetic:") else path
-    raw = [r for r in graph.rows
-           if any(s["path"] == wanted and (sha256 is None or s["sha256"].startswith(sha256)) for s in r["sources"])]
+    raw = [r for r in graph.rows if any(s.get("path") == wanted and (sha256 is None or s["sha256"].startswith(sha256))
+                                        for s in r["sources"])]
     if not raw:
         raise LookupError(f"no recorded materialization read {wanted}" + (f" with sha256 {sha256}" if sha256 else ""))
-    return _walk(raw, graph.children)
-
-
-def _as_dicts(rows) -> list[dict]:
-    names = ("depth", *LINEAGE_COLUMNS)
-    return [{**dict(zip(names, row)), "sources": json.loads(row[-1] or "[]")} for row in rows]
+    return [_public(r) for r in _walk(raw, graph.children)]
 
 
 def _dedupe(rows: list[dict]) -> list[dict]:
-    """One row per (asset, version): the first recording (a reused version is recorded again on re-runs)."""
+    """One row per (asset, version): the first met (a reused version is materialized again on re-runs)."""
     seen, kept = set(), []
     for row in rows:
         if (row["asset"], row["data_version"]) not in seen:
@@ -241,11 +222,18 @@ def _source_counts(source: dict) -> list[str]:
     return [f"{key} {source[key]}" for key in ("records", "revision") if key in source]
 
 
+def default_dagster_home() -> str:
+    """``$DAGSTER_HOME``, else ``$LLM_LINEAGE_HOME/dagster_home`` (where the Makefile puts it)."""
+    home = os.environ.get("LLM_LINEAGE_HOME", str(PROJECT_ROOT / "var"))
+    return os.environ.get("DAGSTER_HOME") or str(Path(home) / "dagster_home")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.lineage", description=__doc__.split("\n\n")[0])
-    home = Path(os.environ.get("LLM_LINEAGE_HOME", PROJECT_ROOT / "var"))
     common = argparse.ArgumentParser(add_help=False)  # accepted before or after the command
-    common.add_argument("--db", default=str(home / "lineage.duckdb"), help="the lineage DuckDB file")
+    common.add_argument("--dagster-home", default=default_dagster_home(),
+                        help="the Dagster instance's directory (default: $DAGSTER_HOME, else "
+                             "$LLM_LINEAGE_HOME/dagster_home)")
     common.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     commands = parser.add_subparsers(dest="command", required=True)
     back = commands.add_parser("back", parents=[common],
@@ -256,12 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     forward.add_argument("path", help="raw file path, or a synthetic source such as synthetic:seed=0")
     forward.add_argument("--sha256", help="only the generation(s) with this file content (a prefix will do)")
     args = parser.parse_args(argv)
-    if not Path(args.db).is_file():
-        parser.error(f"no lineage database at {args.db} (set LLM_LINEAGE_HOME or --db)")
-    with duckdb.connect(args.db, read_only=True) as connection:
+    home = Path(args.dagster_home)
+    if not (home / "history").is_dir() and not (home / "dagster.yaml").is_file():
+        parser.error(f"no Dagster instance at {home} (set DAGSTER_HOME, LLM_LINEAGE_HOME or --dagster-home)")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         try:
-            rows = upstream(connection, args.asset, args.version) if args.command == "back" \
-                else downstream_of_file(connection, args.path, args.sha256)
+            rows = upstream(instance, args.asset, args.version) if args.command == "back" \
+                else downstream_of_file(instance, args.path, args.sha256)
         except LookupError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

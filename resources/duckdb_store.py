@@ -39,15 +39,14 @@ class MissingTable(LookupError):
     """A read of a table that is not in the database."""
 
 
-# Tables are named after the assets that write them, except these (tests check the names against the graph);
-# () marks the audit tables that every materialization writes.
+# Tables are named after the assets that write them, except these (tests check the names against the graph).
 WRITTEN_BY: dict[str, tuple[str, ...]] = {
     "raw_quarantine": ("raw_problems",), "raw_quarantine_rejected": ("raw_problems",),
     "eval_suite_quarantine": ("eval_suites",), "eval_suite_quarantine_rejected": ("eval_suites",), "contamination_report": ("training_problems",),
     "on_policy_traces": ("preference_dataset",), "eval_generations": ("eval_base", "eval_instruct", "eval_reasoning"),
     "eval_grades": ("eval_scores",), "eval_perturbation_drops": ("eval_scores",),
     "raw_training_quarantine": ("raw_training_data",), "raw_training_quarantine_rejected": ("raw_training_data",),
-    "table_versions": ("raw_problems", "raw_training_data", "eval_suites", "training_problems"), "lineage": (), "lineage_inputs": (),
+    "table_versions": ("raw_problems", "raw_training_data", "eval_suites", "training_problems"),
     "training_data_contamination": ("sft_dataset", "think_dataset", "preference_dataset"),
 }
 _MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
@@ -56,8 +55,6 @@ _MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
 def writer_of(table: str) -> str:
     """Which asset writes ``table``, in words."""
     assets = WRITTEN_BY.get(table, (table,))
-    if not assets:
-        return "every asset (each records its lineage there)"
     return "asset " + (assets[0] if len(assets) == 1 else f"{', '.join(assets[:-1])} or {assets[-1]}")
 
 

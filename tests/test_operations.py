@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import dagster as dg
-import duckdb
 import pytest
 
 from pipelines.automation import raw_data_sensor
@@ -50,7 +49,8 @@ def operations(tmp_path_factory, gsm8k_dir, mlflow_server):
     resources["raw_data"] = reconfigured(resources["raw_data"], path=str(raw))
     resources["mlflow"] = reconfigured(resources["mlflow"], registered_model_prefix="operations")
     definitions = dg.Definitions(assets=all_assets, asset_checks=all_checks, resources=resources)
-    instance = dg.DagsterInstance.ephemeral()
+    (home / "dagster_home").mkdir()  # where the lineage command looks under LLM_LINEAGE_HOME
+    instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
     return {"home": home, "raw": raw, "resources": resources, "definitions": definitions, "instance": instance,
             "planted": planted, "generations": [], "gsm8k": gsm8k_dir}
 
@@ -130,27 +130,27 @@ def test_changed_raw_data_triggers_the_sensor_and_cascades_through_automation(se
 
 def test_the_audit_tells_the_two_generations_apart(second):
     train = str((second["raw"] / "train.jsonl").resolve())
-    with duckdb.connect(second["resources"]["duckdb"].path, read_only=True) as connection:
-        versions = [row[0] for row in connection.execute(
-            "SELECT data_version FROM lineage WHERE asset = 'instruct_checkpoint' GROUP BY 1 "
-            "ORDER BY min(recorded_at)").fetchall()]
-        assert len(versions) == 2  # generation 1, then generation 2
-        backs = [upstream(connection, "instruct_checkpoint", version) for version in versions]
-        raw_shas = [{s["sha256"] for r in back for s in r["sources"] if s["path"] == train} for back in backs]
-        assert raw_shas[0] != raw_shas[1] and all(len(s) == 1 for s in raw_shas)
-        first_gen = downstream_of_file(connection, train, second["first_train_sha"])
-        everything = downstream_of_file(connection, train)
+    instance = second["instance"]
+    records = instance.fetch_materializations(dg.AssetKey("instruct_checkpoint"), limit=100, ascending=True).records
+    versions = list(dict.fromkeys(r.asset_materialization.tags["dagster/data_version"] for r in records))
+    assert len(versions) == 2  # generation 1, then generation 2
+    backs = [upstream(instance, "instruct_checkpoint", version) for version in versions]
+    raw_shas = [{s["sha256"] for r in back for s in r["sources"] if s["path"] == train} for back in backs]
+    assert raw_shas[0] != raw_shas[1] and all(len(s) == 1 for s in raw_shas)
+    first_gen = downstream_of_file(instance, train, second["first_train_sha"])
+    everything = downstream_of_file(instance, train)
     first_checkpoints = {r["data_version"] for r in first_gen if r["asset"] == "instruct_checkpoint"}
     assert first_checkpoints == {versions[0]}  # the old file content reached only the first generation
     assert {r["asset"] for r in first_gen} >= {"raw_problems", "sft_dataset", "instruct_checkpoint", "eval_report"}
     assert {r["data_version"] for r in everything if r["asset"] == "instruct_checkpoint"} == set(versions)
     back = backs[0]
-    assert all(r["git_commit"] and r["dagster_run_id"] and r["config_hash"] for r in back)
+    assert all(r["git_commit"] and r["dagster_run_id"] and r["config_hash"] and r["code_version"] for r in back)
+    assert all(r["inputs"] for r in back)  # the consumed input versions, from Dagster's tags
     assert all(r["mlflow_run_id"] for r in back if r["asset"] in ("instruct_checkpoint", "base_checkpoint"))
 
 
 def test_lineage_command_answers_both_directions(second):
-    env = {**os.environ, "LLM_LINEAGE_HOME": str(second["home"])}
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"} | {"LLM_LINEAGE_HOME": str(second["home"])}
     command = [sys.executable, "-m", "pipelines.lineage"]
     back = subprocess.run([*command, "back", "eval_report"], env=env, capture_output=True, text=True, timeout=120)
     assert back.returncode == 0, back.stderr

@@ -54,9 +54,9 @@ def test_published_models_are_evaluated_as_the_reports_variants(tmp_path):
         assert (version.tags["published_model"], version.tags["sha256"]) == (str(path), model_content_version(path))
         assert set(version.scores) == {s for v, s in scored if v == variant}
         assert json.loads(version.tags["graders"])["math500"] == "math_verify"
-    [audit] = store.query("SELECT sources FROM lineage WHERE asset = 'eval_instruct'")
-    assert json.loads(audit["sources"]) == [{"published_model": str(instruct), "path": str(instruct),
-                                             "sha256": model_content_version(instruct)}]
+    [audit] = result.asset_materializations_for_node("eval_instruct")
+    assert audit.metadata["lineage/sources"].value == [{"published_model": str(instruct), "path": str(instruct),
+                                                         "sha256": model_content_version(instruct)}]
 
 
 def test_a_missing_published_model_is_named_in_the_error(tmp_path):

@@ -86,8 +86,8 @@ def test_bundled_benchmarks_by_name_and_a_mapped_file_plug_in_as_eval_suites(lin
     assert types["math500"] == "math" and types["gsm8k"] == types["plain_numbers"] == "number"
     assert duckdb.query("SELECT answer FROM eval_suites WHERE question = 'What is 4 + 4?'") == [{"answer": "8"}]
     assert [(q["line"], q["kind"]) for q in duckdb.rows("eval_suite_quarantine")] == [(31, "not_json")]
-    [record] = duckdb.query("SELECT sources FROM lineage WHERE asset = 'eval_suites'")
-    assert {s["path"] for s in json.loads(record["sources"])} >= {str(numbers)}  # suite files in the audit
+    [audit] = result.asset_materializations_for_node("eval_suites")
+    assert {s["path"] for s in audit.metadata["lineage/sources"].value} >= {str(numbers)}  # suite files in the audit
 
 
 def test_a_suite_that_ends_empty_fails_the_blocking_check_and_nothing_is_published(lineage_home, tmp_path):

@@ -64,8 +64,7 @@ def test_chat_reasoning_and_preference_files_in_the_raw_folder_are_trained_on(ho
     pairs = _materialize(home, [preference_dataset], instance)  # synthetic source: only your pairs (auto)
     assert pairs.success and {r["chosen"] for r in store.rows("preference_dataset")} == {"Even."}
 
-    [record] = store.query("SELECT sources FROM lineage WHERE asset = 'raw_training_data'")
-    audited = {s["path"]: s["sha256"] for s in json.loads(record["sources"])}
+    audited = {s["path"]: s["sha256"] for s in _metadata(result, "raw_training_data")["lineage/sources"]}
     assert audited == {str((raw / n).resolve()): file_sha256(raw / n) for n in ("chat.jsonl", "traces.jsonl", "pairs.parquet")}
 
 
