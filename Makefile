@@ -22,7 +22,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml requirements.lock | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -c requirements.lock -e ".[dev,postgres]"
+	$(BIN)/pip install --quiet -c requirements.lock -e ".[dev,postgres,cluster]"
 	touch $@
 
 ## Re-pin requirements.lock to what the virtualenv holds (after changing dependencies in pyproject.toml).

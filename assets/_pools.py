@@ -11,7 +11,10 @@ The pool limits steps across runs. Within a run the executor limits them too, by
 for a pool slot is only looked at again after Dagster's claim backoff (1 s, then 1.1 s, 1.21 s, ...).
 """
 
+from pipelines.runtime.cluster import ACCELERATOR_K8S_CONFIG, K8S_CONFIG_TAG
+
 ACCELERATOR_POOL = "gpu"
 POOL_TAG = "llm-lineage/pool"
-# What every model-running asset passes to @dg.asset.
-ACCELERATOR = {"pool": ACCELERATOR_POOL, "op_tags": {POOL_TAG: ACCELERATOR_POOL}}
+# What every model-running asset passes to @dg.asset. The dagster-k8s tag matters only on a cluster
+# (``LLM_LINEAGE_EXECUTOR=k8s``): it sends the step's Kubernetes Job to a GPU node (pipelines/runtime/cluster.py).
+ACCELERATOR = {"pool": ACCELERATOR_POOL, "op_tags": {POOL_TAG: ACCELERATOR_POOL, K8S_CONFIG_TAG: ACCELERATOR_K8S_CONFIG}}

@@ -3,7 +3,8 @@
 Paths and the profile come from the environment so one definition serves the demo, tests and
 deployments: ``LLM_LINEAGE_HOME`` (data root, default ``./var``), ``LLM_LINEAGE_PROFILE`` (``tiny``),
 ``MLFLOW_TRACKING_URI`` (default: a SQLite file under the data root), ``LLM_LINEAGE_RAW_DIR`` (the
-watched raw-data folder, default ``<home>/raw_data``), ``LLM_LINEAGE_RETRAIN_CRON`` (weekly retrain).
+watched raw-data folder, default ``<home>/raw_data``), ``LLM_LINEAGE_RETRAIN_CRON`` (weekly retrain),
+``LLM_LINEAGE_EXECUTOR`` (``local``, or ``k8s``: each step a Kubernetes Job, ``pipelines/runtime/cluster.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from assets._catalog import CODE_VERSIONS, OWNERS  # noqa: E402
 from pipelines.automation import (automation_sensor, dead_run_reaper, raw_data_sensor, retrain_job,  # noqa: E402
                                   weekly_retrain)
 from pipelines.executor import step_executor  # noqa: E402
+from pipelines.runtime.cluster import selected_executor  # noqa: E402
 from resources import (CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking, RawDataFolder,  # noqa: E402
                        TrainingLauncher)
 
@@ -71,4 +73,4 @@ all_checks = dg.load_asset_checks_from_modules(LINEAGE_MODULES)
 
 defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[retrain_job],
                       schedules=[weekly_retrain], sensors=[raw_data_sensor, automation_sensor, dead_run_reaper],
-                      resources=default_resources(), executor=step_executor)
+                      resources=default_resources(), executor=selected_executor(step_executor))
