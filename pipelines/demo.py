@@ -3,12 +3,11 @@
 By default runs ``dagster asset materialize --select '*'`` (Dagster's own CLI, in this process's child)
 against the persistent ``$DAGSTER_HOME`` (so the runs show up in the UI afterwards). Such a run records no
 code location, so the UI cannot re-execute it. ``--queued`` (``make demo DEMO_ARGS=--queued``) launches it
-the way the UI's *Materialize all* does instead: ``dagster job launch -w workspace.yaml -j __ASSET_JOB``
-submits it to the instance's run queue from the code location the UI loads, served by ``dagster-daemon
-run`` for the demo's duration, so the UI can re-execute it. The daemon also runs the sensors and reloads
-its code location meanwhile; on 2 cores that took the demo from 616 s to 773 s, which is why it is not the
-default. Either way the demo waits for the run, times it, and prints the evaluation report and where the
-DuckDB file, MLflow store and checkpoints are.
+the way the UI's *Materialize all* does instead: ``dagster job launch -j __ASSET_JOB`` submits it to the
+instance's run queue, and ``dagster-daemon run``, started for the demo's duration, launches it from a code
+server (``dagster code-server start``) that serves the code location under the name ``make ui`` gives it,
+so the UI can re-execute the run. Either way the demo waits for the run, times it, and prints the
+evaluation report and where the DuckDB file, MLflow store and checkpoints are.
 """
 
 from __future__ import annotations
@@ -18,12 +17,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 2.0
+CODE_SERVER_START_S = 120
+CODE_LOCATION = "pipelines.definitions"  # workspace.yaml's python_module entry has this name
 
 
 def _cli(name: str) -> str:
@@ -51,6 +53,31 @@ def materialize_in_process() -> None:
         raise SystemExit(f"dagster asset materialize failed with exit code {run.returncode}")
 
 
+def _serve_code_location(socket_path: Path) -> subprocess.Popen:
+    """``dagster code-server start`` for the project's code location on a Unix socket, started once and
+    answered from for the demo's duration. A ``python_module`` entry would have the daemon restart its own
+    code server every minute (~4 s of imports each) for the whole run, on cores the training needs."""
+    server = subprocess.Popen([_cli("dagster"), "code-server", "start", "-m", "pipelines.definitions",
+                               "-s", str(socket_path), "--log-level", "warning"],
+                              cwd=PROJECT_ROOT, start_new_session=True)  # its gRPC server and run worker: one group
+    deadline = time.monotonic() + CODE_SERVER_START_S
+    while subprocess.run([_cli("dagster"), "api", "grpc-health-check", "-s", str(socket_path)],
+                         capture_output=True).returncode != 0:
+        if server.poll() is not None or time.monotonic() > deadline:
+            _stop_group(server)
+            raise SystemExit(f"the code server did not start within {CODE_SERVER_START_S} s")
+        time.sleep(POLL_S)
+    return server
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
 def materialize_queued(ops: list[str] | None = None) -> str:
     """Launch the whole lineage (or the steps ``ops``) through the instance's queue and wait for it; the run id.
     Raises SystemExit unless the run succeeds."""
@@ -58,11 +85,16 @@ def materialize_queued(ops: list[str] | None = None) -> str:
 
     run_id = str(uuid.uuid4())
     # Opened first: a fresh home's storage is created here once, not raced for by the daemon and the launch.
-    with dg.DagsterInstance.get() as instance:
-        daemon = subprocess.Popen([_cli("dagster-daemon"), "run", "-w", "workspace.yaml", "--log-level", "warning"],
-                                  cwd=PROJECT_ROOT, start_new_session=True)  # its code server, run worker: one group
+    with dg.DagsterInstance.get() as instance, tempfile.TemporaryDirectory(prefix="llm-lineage-demo-") as scratch:
+        socket_path, workspace = Path(scratch, "code.sock"), Path(scratch, "workspace.yaml")
+        # The name `make ui` gives workspace.yaml's location: the UI re-executes the run from there.
+        workspace.write_text(f"load_from:\n  - grpc_server:\n      socket: {socket_path}\n"
+                             f"      location_name: {CODE_LOCATION}\n")
+        server = _serve_code_location(socket_path)
+        daemon = subprocess.Popen([_cli("dagster-daemon"), "run", "-w", str(workspace), "--log-level", "warning"],
+                                  cwd=PROJECT_ROOT, start_new_session=True)
         try:
-            launch = subprocess.Popen([_cli("dagster"), "job", "launch", "-w", "workspace.yaml", "-j", "__ASSET_JOB",
+            launch = subprocess.Popen([_cli("dagster"), "job", "launch", "-w", str(workspace), "-j", "__ASSET_JOB",
                                        "--run-id", run_id, *(["-o", ",".join(ops)] if ops else [])],
                                       cwd=PROJECT_ROOT)
             _reap(instance)  # while the run is submitted
@@ -74,11 +106,8 @@ def materialize_queued(ops: list[str] | None = None) -> str:
                                      f"{run.status.value}")
                 time.sleep(POLL_S)
         finally:
-            try:
-                os.killpg(daemon.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            daemon.wait()
+            _stop_group(daemon)
+            _stop_group(server)
     if run.status != dg.DagsterRunStatus.SUCCESS:
         raise SystemExit(f"run {run_id} ended {run.status.value} (see it in the UI: `make ui`)")
     return run_id
