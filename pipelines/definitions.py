@@ -4,7 +4,10 @@ Paths and the profile come from the environment so one definition serves the dem
 deployments: ``LLM_LINEAGE_HOME`` (data root, default ``./var``), ``LLM_LINEAGE_PROFILE`` (``tiny``),
 ``MLFLOW_TRACKING_URI`` (default: a SQLite file under the data root), ``LLM_LINEAGE_RAW_DIR`` (the
 watched raw-data folder, default ``<home>/raw_data``), ``LLM_LINEAGE_RETRAIN_CRON`` (weekly retrain),
-``LLM_LINEAGE_EXECUTOR`` (``local``, or ``k8s``: each step a Kubernetes Job, ``pipelines/runtime/cluster.py``).
+``LLM_LINEAGE_EXECUTOR`` (``local``, or ``k8s``: each step a Kubernetes Job, ``pipelines/runtime/cluster.py``);
+for hosts without a shared disk, ``LLM_LINEAGE_CHECKPOINT_URL`` (checkpoints and the eval report in
+``s3://bucket/prefix``, ``resources/object_checkpoints.py``) and ``LLM_LINEAGE_MLFLOW_ARTIFACT_ROOT`` (MLflow
+artifacts there too, with a database tracking store).
 """
 
 from __future__ import annotations
@@ -42,10 +45,13 @@ def default_resources(home: Path | None = None, profile: str | None = None,
     """Resources rooted at ``home``: one DuckDB file, one MLflow store, one checkpoint tree."""
     home = home or data_home()
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    checkpoint_url = os.environ.get("LLM_LINEAGE_CHECKPOINT_URL")  # object storage shared by hosts; else local
     return {
         "duckdb": DuckDBStore(path=str(home / "lineage.duckdb")),
-        "checkpoints": CheckpointStore(root=str(home / "checkpoints")),
-        "mlflow": MLflowTracking(tracking_uri=tracking_uri, artifact_root=str(home / "mlflow" / "artifacts"),
+        "checkpoints": CheckpointStore(root=checkpoint_url, cache_dir=str(home / "checkpoint_cache")) if checkpoint_url
+        else CheckpointStore(root=str(home / "checkpoints")),
+        "mlflow": MLflowTracking(tracking_uri=tracking_uri, artifact_root=os.environ.get(
+                                     "LLM_LINEAGE_MLFLOW_ARTIFACT_ROOT") or str(home / "mlflow" / "artifacts"),
                                  ui_url=os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000"),
                                  dagster_ui_url=os.environ.get("DAGSTER_UI_URL", "http://127.0.0.1:3000"),
                                  tracking_token=_secret("MLFLOW_TRACKING_TOKEN"),

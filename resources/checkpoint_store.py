@@ -131,12 +131,25 @@ def verify_checkpoint(directory: Path, name: str) -> int:
 
 
 class CheckpointStore(dg.ConfigurableResource):
-    """Root directory for tokenizer and model checkpoints."""
+    """Root directory, or object-storage URL (``resources/object_checkpoints.py``), for checkpoints."""
 
-    root: str = Field(description="Directory under which each checkpoint name keeps its versions.")
+    root: str = Field(description="Directory under which each checkpoint name keeps its versions, or an "
+                      "s3://bucket/prefix shared by every host (endpoint and credentials: the AWS_* variables).")
+    cache_dir: str | None = Field(default=None, description="With an object-storage root: the local directory "
+                                  "versions are downloaded into for loading (unused with a local root).")
+
+    def _objects(self):
+        """The object-storage implementation, or None for a local root (the default, unchanged)."""
+        if "://" not in self.root:
+            return None
+        from resources.object_checkpoints import ObjectCheckpoints
+
+        return ObjectCheckpoints(self.root, self.cache_dir)
 
     def current(self, name: str) -> Path:
         """The current version's directory, verified against its content manifest."""
+        if objects := self._objects():
+            return objects.current(name)
         link = Path(self.root) / name / CURRENT
         if not link.exists():
             raise CheckpointNotFound(f"checkpoint '{name}' has not been published yet (no {link}); "
@@ -146,16 +159,22 @@ class CheckpointStore(dg.ConfigurableResource):
         return directory
 
     def has_current(self, name: str) -> bool:
+        if objects := self._objects():
+            return objects.has_current(name)
         return (Path(self.root) / name / CURRENT).exists()
 
     def current_version(self, name: str) -> str | None:
         """The current version's name, unverified: enough to decide on reuse, never to read its files."""
+        if objects := self._objects():
+            return objects.current_version(name)
         link = Path(self.root) / name / CURRENT
         return link.resolve().name if link.exists() else None
 
     def verify_version(self, name: str, version: str) -> None:
         """Fail now if ``version`` was published before and is damaged: a new publish of that version would
         keep the existing directory (see ``publish``), so training again could not repair it."""
+        if objects := self._objects():
+            return objects.verify_version(name, version)
         directory = Path(self.root) / name / "versions" / version
         if directory.is_dir():
             verify_checkpoint(directory, name)
@@ -163,6 +182,10 @@ class CheckpointStore(dg.ConfigurableResource):
     @contextmanager
     def publish(self, name: str, version: str) -> Iterator[Path]:
         """Yield a staging dir to write into; on success it gets a manifest and becomes the current ``name``."""
+        if objects := self._objects():
+            with objects.publish(name, version) as staging:
+                yield staging
+            return
         base = Path(self.root) / name
         staging = base / f".staging-{version}-{uuid.uuid4().hex[:8]}"
         staging.mkdir(parents=True)

@@ -74,7 +74,8 @@ class MLflowTracking(dg.ConfigurableResource):
                               "or postgresql+psycopg2://user:password@host:port/db.")
     experiment_name: str = Field(default="llm-lineage")
     artifact_root: str | None = Field(default=None, description="Artifact location for a new experiment "
-                                      "on a database store (SQLite, Postgres); a tracking server chooses its own.")
+                                      "on a database store (SQLite, Postgres): a directory, or a URL such as "
+                                      "s3://bucket/prefix; a tracking server chooses its own.")
     ui_url: str = Field(default="http://127.0.0.1:5000", description="MLflow UI base, for run links.")
     dagster_ui_url: str = Field(default="http://127.0.0.1:3000", description="Dagster UI base, for the links "
                                 "back from MLflow runs and model versions ('' for none): `make ui`'s address.")
@@ -123,8 +124,9 @@ class MLflowTracking(dg.ConfigurableResource):
             if experiment is not None:
                 return experiment.experiment_id
             location = None
-            if self.artifact_root and database_uri(self.tracking_uri):
-                location = Path(self.artifact_root).resolve().as_uri()
+            if self.artifact_root and database_uri(self.tracking_uri):  # a URL (s3://bucket/prefix) as it is
+                location = self.artifact_root if "://" in self.artifact_root \
+                    else Path(self.artifact_root).resolve().as_uri()
             return client.create_experiment(self.experiment_name, artifact_location=location)
 
         return locked(self.tracking_uri, get_or_create)
