@@ -12,6 +12,7 @@ artifacts there too, with a database tracking store).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from assets._catalog import CODE_VERSIONS, OWNERS  # noqa: E402
 from pipelines.automation import (automation_sensor, dead_run_reaper, raw_data_sensor, retrain_job,  # noqa: E402
                                   weekly_retrain)
 from pipelines.executor import step_executor  # noqa: E402
+from pipelines.lineage import content_fingerprint  # noqa: E402
+from pipelines.profiles import PROFILES  # noqa: E402
 from pipelines.runtime.cluster import selected_executor  # noqa: E402
 from resources import (CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking, RawDataFolder,  # noqa: E402
                        TrainingLauncher)
@@ -66,10 +69,19 @@ def default_resources(home: Path | None = None, profile: str | None = None,
 LINEAGE_MODULES = (raw, datasets, checkpoints, evals, promotion, audit)
 
 
+def profile_version(name: str) -> str:
+    """The active profile's settings as a version: they are the step code's defaults (model shape, steps, suite
+    sizes), so changing them, or the profile, makes every asset stale in Dagster's eyes (within a run each step
+    still reuses what its own fingerprint finds unchanged)."""
+    return f"{name}-{content_fingerprint(dataclasses.asdict(PROFILES[name]))[:8]}"
+
+
 def with_catalog_entries(assets: list) -> list:
-    """Every materializable asset carries its step code's version and its owners (``assets/_catalog.py``)."""
+    """Every materializable asset carries its step code's version with the active profile's
+    (``assets/_catalog.py``, ``profile_version``) and its owners."""
+    profile = profile_version(os.environ.get("LLM_LINEAGE_PROFILE", "tiny"))
     return [a if not isinstance(a, dg.AssetsDefinition) or not a.is_materializable else dg.map_asset_specs(
-        lambda spec: spec.replace_attributes(code_version=CODE_VERSIONS[spec.key.to_user_string()],
+        lambda spec: spec.replace_attributes(code_version=f"{CODE_VERSIONS[spec.key.to_user_string()]}+{profile}",
                                              owners=OWNERS[spec.group_name]), [a])[0]
         for a in assets]
 

@@ -4,7 +4,7 @@ import sys
 
 import dagster as dg
 
-from pipelines.definitions import PROJECT_ROOT, defs
+from pipelines.definitions import PROJECT_ROOT, defs, profile_version
 
 TRAINING_ASSETS = {"base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint"}
 
@@ -123,7 +123,13 @@ def test_every_materializable_asset_has_its_step_codes_version():
     materializable = {k.to_user_string() for k in graph.materializable_asset_keys}
     assert set(CODE_VERSIONS) == materializable  # every asset listed, nothing stale in the table
     versions = {k.to_user_string(): graph.get(k).code_version for k in graph.materializable_asset_keys}
-    assert versions["reasoning_checkpoint"] == CODE_VERSION and all(versions.values())
+    assert versions["reasoning_checkpoint"] == f"{CODE_VERSION}+{profile_version(os.environ.get('LLM_LINEAGE_PROFILE', 'tiny'))}" and all(versions.values())
+
+
+def test_a_profile_change_is_a_code_version_change():
+    """The profile's settings are the steps' defaults: another profile, or an edited one, makes assets stale."""
+    assert profile_version("tiny") != profile_version("smoke")
+    assert profile_version("tiny") == profile_version("tiny") and profile_version("tiny").startswith("tiny-")
 
 
 def test_every_materializable_asset_has_owners_and_every_table_a_column_schema(tmp_path):

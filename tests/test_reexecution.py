@@ -1,6 +1,6 @@
-"""`make demo DEMO_ARGS=--queued`'s run can be re-executed from the UI (issue #20): the run it starts records the
-code location it came from, so the webserver's "Re-execute" (GraphQL ``launchRunReexecution``) relaunches it.
-(The default, in-process demo's run cannot: ``dagster asset materialize`` records no code location.)"""
+"""`make demo`'s run can be re-executed from the UI (issue #20): the run it queues records the code location it
+came from, so the webserver's "Re-execute" (GraphQL ``launchRunReexecution``) relaunches it. (An
+``--in-process`` demo's run cannot: ``dagster asset materialize`` records no code location.)"""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def materializations(instance: dg.DagsterInstance, run_id: str) -> set[str]:
 
 def test_the_queued_demo_run_is_re_executable_from_the_ui(demo_home, tmp_path):
     dagster_home, env = demo_home
-    run_id = demo.materialize_queued(ops=CHEAP)
+    built, run_id = demo.build(assets=CHEAP)
+    assert built == CHEAP
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         parent = instance.get_run_by_id(run_id)
         assert parent.status == dg.DagsterRunStatus.SUCCESS
