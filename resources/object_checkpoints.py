@@ -172,14 +172,19 @@ class ObjectCheckpoints:
             raise self._failed("upload to", url, error) from error
 
     def _check_bucket(self) -> None:
+        """Before anything is trained: a missing bucket or an unreachable store fails the step now. (``exists``
+        would answer False for an unreachable endpoint too.) Credentials scoped to a prefix may not see the bucket
+        itself: then the upload is the test."""
         bucket = self._path.split("/", 1)[0]
         try:
-            there = self.fs.exists(bucket)
+            self.fs.info(bucket)
+        except FileNotFoundError:
+            raise ObjectStoreUnavailable(f"cannot publish to {self.root}: bucket '{bucket}' does not exist "
+                                         f"(create it, e.g. `aws s3 mb s3://{bucket}`)") from None
+        except PermissionError:
+            return
         except Exception as error:
             raise self._failed("reach", self.root, error) from error
-        if not there:
-            raise ObjectStoreUnavailable(f"cannot publish to {self.root}: bucket '{bucket}' does not exist "
-                                         f"(create it, e.g. `aws s3 mb s3://{bucket}`)")
 
     @contextmanager
     def publish(self, name: str, version: str) -> Iterator[Path]:

@@ -100,6 +100,12 @@ def test_publishing_to_a_missing_bucket_names_it(s3, tmp_path):
     with pytest.raises(ObjectStoreUnavailable, match="bucket 'no-such-bucket' does not exist"):
         publish(store, "tok", "v1", {"a": b"1"})
     assert not store.has_current("tok")
+    unreachable = CheckpointStore(root=ROOT, cache_dir=str(tmp_path / "cache"))
+    with mock.patch.dict(os.environ, {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"}):
+        with pytest.raises(ObjectStoreUnavailable, match=f"could not reach {ROOT}: EndpointConnectionError"):
+            publish(unreachable, "tok", "v1", {"a": b"1"})
+        with pytest.raises(ObjectStoreUnavailable, match=f"could not read {ROOT}/tok/current: EndpointConnection"):
+            unreachable.current("tok")
     with pytest.raises(ValueError, match="set cache_dir"):
         CheckpointStore(root=ROOT).current("tok")
 
