@@ -12,21 +12,13 @@ from pathlib import Path
 
 import requests
 
+from pipelines.runtime.staleness import LAUNCH  # the UI's launchRun mutation, as the demo sends it
+
 UI_START_TIMEOUT_S = 240
 RUN_TIMEOUT_S = 600
 POLL_S = 1.0
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
-LAUNCH_RUN = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message stack }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on InvalidSubsetError { message }
-  }
-}"""
 RUN_STATUS = """
 query Status($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } } }"""
 LOCATIONS = """
@@ -68,7 +60,7 @@ class DagsterUI:
                                "jobName": "__ASSET_JOB",
                                "assetSelection": [{"path": [name]} for name in asset_names]},
                   "runConfigData": {}}
-        launched = self.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+        launched = self.graphql(LAUNCH, {"params": params})["launchRun"]
         if launched["__typename"] != "LaunchRunSuccess":
             raise AssertionError(f"launchRun failed: {launched}")
         return launched["run"]["runId"]
