@@ -7,7 +7,7 @@ that oversubscription made a training step run ~2× slower than alone. Raise the
 more GPUs (``dagster instance concurrency set gpu N``).
 
 The pool limits steps across runs. Within a run the executor limits them too, by the tag below
-(``pipelines/executor.py``): it looks at its own limit on every pass, while a step that lost the race
+(``pipelines/runtime/executor.py``): it looks at its own limit on every pass, while a step that lost the race
 for a pool slot is only looked at again after Dagster's claim backoff (1 s, then 1.1 s, 1.21 s, ...).
 """
 

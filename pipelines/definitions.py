@@ -24,7 +24,7 @@ from assets import audit, checkpoints, datasets, evals, promotion, raw  # noqa: 
 from assets._catalog import CODE_VERSIONS, OWNERS  # noqa: E402
 from pipelines.automation import (automation_sensor, dead_run_reaper, raw_data_sensor, retrain_job,  # noqa: E402
                                   weekly_retrain)
-from pipelines.executor import step_executor  # noqa: E402
+from pipelines.runtime.executor import step_executor  # noqa: E402
 from pipelines.lineage import content_fingerprint  # noqa: E402
 from pipelines.profiles import PROFILES  # noqa: E402
 from pipelines.runtime.cluster import selected_executor  # noqa: E402

@@ -50,8 +50,8 @@ def test_steps_fork_from_a_preloaded_server():
     bring back the ~3 s import per step: every listed module must resolve."""
     import importlib.util
 
-    from pipelines.executor import PRELOADED_MODULES
-    from pipelines.fork_server import SERVER_IMPORTS
+    from pipelines.runtime.executor import PRELOADED_MODULES
+    from pipelines.runtime.fork_server import SERVER_IMPORTS
 
     executor = defs.resolve_implicit_global_asset_job_def().executor_def
     config = executor.config_schema.resolve_config({}).value["config"]
@@ -62,7 +62,7 @@ def test_steps_fork_from_a_preloaded_server():
 
 FORKED_STEP_PROBE = """
 import gc, multiprocessing
-from pipelines.fork_server import PRELOADED_MODULES
+from pipelines.runtime.fork_server import PRELOADED_MODULES
 
 def report(queue):
     import sys

@@ -46,7 +46,7 @@ def k8s_executor():
     from dagster_k8s import k8s_job_executor
 
     from assets._pools import ACCELERATOR_POOL, POOL_TAG
-    from pipelines.executor import ACCELERATOR_STEPS_PER_RUN
+    from pipelines.runtime.executor import ACCELERATOR_STEPS_PER_RUN
 
     return k8s_job_executor.configured(
         {"tag_concurrency_limits": [{"key": POOL_TAG, "value": ACCELERATOR_POOL, "limit": ACCELERATOR_STEPS_PER_RUN}],

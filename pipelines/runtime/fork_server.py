@@ -1,7 +1,7 @@
-"""The fork server that step processes are forked from (see ``pipelines/executor.py``).
+"""The fork server that step processes are forked from (see ``pipelines/runtime/executor.py``).
 
 Dagster's multiprocess executor starts the server when it launches the first step, and the server
-imports everything in ``SERVER_IMPORTS`` (through ``pipelines/fork_server_preload.py``) once, before
+imports everything in ``SERVER_IMPORTS`` (through ``pipelines/runtime/fork_server_preload.py``) once, before
 it forks any step. Only public modules are named: importing the code location brings in Dagster, and
 Dagster's own storage modules come with the first instance a step opens.
 """
@@ -20,4 +20,4 @@ SERVER_IMPORTS = (
     "mlflow.store.model_registry.sqlalchemy_store",
 )
 # The server's only preload module: it imports SERVER_IMPORTS with the garbage collector tuned for forking.
-PRELOADED_MODULES = ("pipelines.fork_server_preload",)
+PRELOADED_MODULES = ("pipelines.runtime.fork_server_preload",)

@@ -8,7 +8,7 @@ process that every step process is forked from, so a step starts in well under a
 
 The server only imports and builds plain Python objects (Dagster's migration map, the repository):
 no threads, no CUDA context, no open files, so forking it is safe. Training itself still runs in
-Pipes subprocesses (``resources/launcher.py``). The preload list is in ``pipelines/fork_server.py``.
+Pipes subprocesses (``resources/launcher.py``). The preload list is in ``pipelines/runtime/fork_server.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import dagster as dg
 
 from assets._pools import ACCELERATOR_POOL, POOL_TAG
-from pipelines.fork_server import PRELOADED_MODULES
+from pipelines.runtime.fork_server import PRELOADED_MODULES
 
 # Model-running steps at once within one run: keep it equal to the gpu pool's limit in dagster.yaml
 # (1; raise both on a node with more GPUs). Why the executor limits them as well: ``assets/_pools.py``.

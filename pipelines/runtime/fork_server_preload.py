@@ -13,7 +13,7 @@ It also builds, once for all steps, the code location's repository and jobs.
 import gc
 import importlib
 
-from pipelines.fork_server import SERVER_IMPORTS
+from pipelines.runtime.fork_server import SERVER_IMPORTS
 
 
 def resolve_definitions() -> None:
