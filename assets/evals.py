@@ -74,7 +74,8 @@ class EvalConfig(dg.Config):
     batch_size: int | None = Field(default=None, gt=0)
     seed: int | None = None
     stop_strings: list[str] | None = Field(default=None, description="cut outputs at these strings")
-    backend: str | None = Field(default=None, description="hf | vllm (vllm: GPU, sampling/greedy only)")
+    backend: str | None = Field(default=None, description="hf | vllm (vllm: sampling/greedy only, in its own "
+                                "virtualenv: make vllm-env)")
     chat: EvalChatConfig = EvalChatConfig()
     few_shot: int | None = Field(default=None, ge=0, description="Worked exemplars from the training split "
                                  "(drawn with the decoding seed) before each question; 0: zero-shot.")

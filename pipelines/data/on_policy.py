@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.data.formats import prompt_messages
-from pipelines.evaluation.generation import generate, load_for_generation
+from pipelines.evaluation.backends import HF, load_backend
 from pipelines.evaluation.grading import extract_final_answer, is_correct
 from pipelines.training.checkpoint_record import recorded_chat_options
 
@@ -23,6 +23,7 @@ class OnPolicySettings:
     max_new_tokens: int
     batch_size: int
     seed: int
+    backend: str = HF  # hf | vllm (pipelines/evaluation/backends.py)
 
 
 @dataclass
@@ -35,13 +36,14 @@ class OnPolicyData:
 
 def sample_on_policy(model_dir: Path, train_rows: list[dict], settings: OnPolicySettings) -> OnPolicyData:
     """``train_rows`` need prompt/answer/problem_id (e.g. the think dataset)."""
-    model, tokenizer = load_for_generation(model_dir)
+    backend = load_backend(settings.backend, model_dir)
+    tokenizer = backend.tokenizer
     rows = train_rows[: settings.prompts]
     expanded = [row for row in rows for _ in range(settings.samples_per_prompt)]
     chat = recorded_chat_options(model_dir)  # asked as it was trained: its system prompt, template kwargs
     prompts = [chat.generation_prompt(tokenizer, prompt_messages(row)) for row in expanded]  # the row's own turns
-    run = generate(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size,
-                   temperature=settings.temperature, seed=settings.seed)
+    run = backend.generate(prompts, settings.max_new_tokens, settings.batch_size, temperature=settings.temperature,
+                           seed=settings.seed, stop_strings=())
     samples = [(row, generation.text) for row, generation in zip(expanded, run.generations)]
     return pair_graded_samples(rows, samples)
 

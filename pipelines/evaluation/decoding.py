@@ -124,11 +124,11 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
         return rows
     prompts = [build_prompt(variant, item["question"], tokenizer, chat, exemplars, item.get("system_prompt"))
                for item in items]
-    for index in range(decoding.samples):
-        seed = decoding.seed + index
-        run = backend.generate(prompts, decoding.max_new_tokens, decoding.batch_size,
-                               temperature=decoding.temperature if decoding.method == "sample" else 0.0,
-                               seed=seed, stop_strings=decoding.stop_strings)
+    temperature = decoding.temperature if decoding.method == "sample" else 0.0
+    seeds = [decoding.seed + index for index in range(decoding.samples)]
+    runs = backend.generate_runs(prompts, decoding.max_new_tokens, decoding.batch_size,
+                                 [(temperature, seed) for seed in seeds], decoding.stop_strings)
+    for index, (seed, run) in enumerate(zip(seeds, runs)):
         per_sample = run.seconds / max(1, len(prompts))
         for item, prompt, generation in zip(items, prompts, run.generations):
             rows.append(_row(common, item, index, seed, prompt, generation.text, generation.output_tokens,

@@ -1,4 +1,3 @@
-import importlib.util
 
 import pytest
 
@@ -55,15 +54,6 @@ def test_backends_share_one_interface(micro_base, micro_problems):
     assert [g.text for g in run.generations] == [g.text for g in direct.generations]
     with pytest.raises(ValueError, match="unknown generation backend"):
         load_backend("tgi", micro_base[0])
-
-
-def test_vllm_backend_is_optional_with_a_clear_error(micro_base):
-    if importlib.util.find_spec("vllm") is None:
-        with pytest.raises(RuntimeError, match="needs the vllm package"):
-            load_backend("vllm", micro_base[0])
-    else:  # GPU machines with vLLM: the same interface really generates
-        run = load_backend("vllm", micro_base[0]).generate(["Question: 1+1?\nAnswer:"], 8, 1, 0.0, 0, ())
-        assert len(run.generations) == 1 and run.generations[0].output_tokens > 0
 
 
 def test_cot_decoding_needs_the_transformers_backend():
