@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from pipelines.runtime.devices import gpu_present
 from pipelines.runtime.orphans import PARENT_PID_ENV
 from pipelines.training.job import METRIC_POINTS_MESSAGE, SUMMARY_MESSAGE, TrainJob
 from pipelines.training.recipes import TrainingSummary
@@ -39,7 +40,7 @@ class TrainingLauncher(dg.ConfigurableResource):
         """What this launcher changes in the weights it trains, for a job's fingerprint: the process count
         (global batch, data sharding) and the device (precision)."""
         return {"num_processes": max(1, self.num_processes),
-                "device": "cpu" if self.force_cpu or not _gpu_present() else "gpu"}
+                "device": "cpu" if self.force_cpu or not gpu_present() else "gpu"}
 
     def command(self, job_file: Path, port: int) -> list[str]:
         entry = ["-m", "pipelines.training.train", "--job", str(job_file)]
@@ -65,7 +66,7 @@ class TrainingLauncher(dg.ConfigurableResource):
                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
         if self.num_processes <= 1:  # the trainer is our child: it dies with this step (pipelines/runtime/orphans.py)
             env[PARENT_PID_ENV] = str(os.getpid())
-        if self.force_cpu or not _gpu_present():
+        if self.force_cpu or not gpu_present():
             env["CUDA_VISIBLE_DEVICES"] = ""
         with dg.open_pipes_session(context=context, context_injector=dg.PipesTempFileContextInjector(),
                                    message_reader=dg.PipesTempFileMessageReader()) as session:
@@ -132,10 +133,3 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _gpu_present() -> bool:
-    """An NVIDIA or AMD (ROCm) device node exists. Not ``torch.cuda.is_available()``: importing torch
-    in the step process only to launch another process that imports it again cost ~1.7 s per step."""
-    devices = Path("/dev")
-    return any(devices.glob("nvidia[0-9]*")) or (devices / "kfd").exists()

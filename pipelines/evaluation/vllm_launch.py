@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.runtime.devices import gpu_present
 from pipelines.runtime.orphans import PARENT_PID_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ class VllmSettings:
 
     @classmethod
     def from_env(cls, environ=os.environ) -> VllmSettings:
-        gpu = _gpu_present()
+        gpu = gpu_present()
         eager = environ.get("LLM_LINEAGE_VLLM_ENFORCE_EAGER", "0" if gpu else "1")
         return cls(python=Path(environ.get("LLM_LINEAGE_VLLM_PYTHON") or DEFAULT_PYTHON),
                    dtype=environ.get("LLM_LINEAGE_VLLM_DTYPE") or ("auto" if gpu else "float32"),
@@ -71,7 +72,7 @@ def run_worker(settings: VllmSettings, job: dict) -> dict:
                "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
                PARENT_PID_ENV: str(os.getpid())}
         env.pop("VIRTUAL_ENV", None)
-        if not _gpu_present():
+        if not gpu_present():
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default (4) is sized for real models
         process = subprocess.Popen([str(python), "-m", "pipelines.evaluation.vllm_worker", str(job_file),
                                     str(result_file)], cwd=PROJECT_ROOT, env=env, start_new_session=True)
@@ -95,8 +96,3 @@ def _kill_group(process: subprocess.Popen) -> None:
         return
     if process.poll() is None:
         process.wait()
-
-
-def _gpu_present() -> bool:
-    devices = Path("/dev")
-    return any(devices.glob("nvidia[0-9]*")) or (devices / "kfd").exists()
