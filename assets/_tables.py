@@ -5,9 +5,10 @@ run may have replaced it, or a run whose blocking check failed may have written 
 it. Tables that a blocking check guards therefore go through this module:
 
 - ``publish_tables`` replaces them *and* records their data version in ``table_versions``, in one
-  transaction, and the asset calls it only after its check passed on the rows it holds in memory.
+  transaction (``DuckDBStore.publish``; in object storage, the table's own pointer records it), and the
+  asset calls it only after its check passed on the rows it holds in memory.
   Rejected rows never reach the table the next stage reads.
-- ``read_published`` reads a table together with its recorded version, in one transaction, and
+- ``read_published`` reads a table together with its recorded version, in one snapshot, and
   compares it with the data version of the asset's latest materialization in Dagster's event log
   (what Dagster records as this step's input). A mismatch means the latest materialization was
   rejected by its blocking check, or another run replaced the table meanwhile; the step fails with a
@@ -25,8 +26,8 @@ from pathlib import Path
 import dagster as dg
 
 from resources import DuckDBStore
+from resources.duckdb_store import TABLE_VERSIONS  # noqa: F401  (tests import it from here)
 
-TABLE_VERSIONS = "table_versions"
 DATA_VERSION_TAG = "dagster/data_version"
 
 
@@ -38,29 +39,10 @@ def publish_tables(duckdb: DuckDBStore, asset: str, data_version: str, run_id: s
                    tables: dict[str, tuple[Sequence[dict], Sequence[str] | None] | Path]) -> None:
     """Replace ``tables`` (name -> (rows, columns)) and record ``asset``'s published version atomically.
 
-    A ``Path`` is an immutable parquet file (named by its version) too large to hold as rows: the name
-    becomes a DuckDB view over it, so publishing a gigabyte of rows costs no copy (copying it into the
-    database file took ~20 s per million conversations, mostly compressing strings)."""
-    frames = {name: rows if isinstance(rows, Path) else DuckDBStore.frame(name, *rows) for name, rows in tables.items()}
-    with duckdb.connect() as connection:
-        connection.execute("BEGIN TRANSACTION")
-        connection.execute(f"""CREATE TABLE IF NOT EXISTS {TABLE_VERSIONS} (asset VARCHAR PRIMARY KEY,
-            data_version VARCHAR, dagster_run_id VARCHAR, published_at TIMESTAMP)""")
-        kinds = dict(connection.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
-        for name, frame in frames.items():
-            if isinstance(frame, Path):
-                if kinds.get(name) == "BASE TABLE":
-                    connection.execute(f'DROP TABLE "{name}"')
-                parquet = str(frame.resolve()).replace("'", "''")
-                connection.execute(f"CREATE OR REPLACE VIEW \"{name}\" AS SELECT * FROM read_parquet('{parquet}')")
-                continue
-            if kinds.get(name) == "VIEW":
-                connection.execute(f'DROP VIEW "{name}"')
-            connection.register(f"incoming_{name}", frame)
-            connection.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM "incoming_{name}"')
-        connection.execute(f"INSERT OR REPLACE INTO {TABLE_VERSIONS} VALUES (?, ?, ?, now())",
-                           [asset, data_version, run_id])
-        connection.execute("COMMIT")
+    A ``Path`` is an immutable parquet file (named by its version) too large to hold as rows: the store
+    publishes the file itself (a view over it in the DuckDB file; the object in object storage)."""
+    duckdb.publish(asset, data_version, run_id, {
+        name: rows if isinstance(rows, Path) else duckdb.frame(name, *rows) for name, rows in tables.items()})
 
 
 def failed_checks(instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey]) -> list[str]:
@@ -116,16 +98,7 @@ def read_published(context: dg.AssetExecutionContext, duckdb: DuckDBStore, asset
     """Rows of ``asset``'s table (or of ``sql`` over it) and their version, which Dagster also consumed."""
     name = asset.key.to_user_string()
     expected = consumed_version(context, asset)
-    with duckdb.connect() as connection:
-        connection.execute("BEGIN TRANSACTION")  # the version and the rows from one snapshot
-        present = {r[0] for r in connection.execute(
-            "SELECT table_name FROM information_schema.tables").fetchall()}
-        published = connection.execute(
-            f"SELECT data_version, dagster_run_id FROM {TABLE_VERSIONS} WHERE asset = ?", [name]).fetchone() \
-            if TABLE_VERSIONS in present else None
-        cursor = connection.execute(sql or f'SELECT * FROM "{name}"') if published else None
-        rows = [dict(zip([c[0] for c in cursor.description], row)) for row in cursor.fetchall()] if cursor else []
-        connection.execute("COMMIT")
+    rows, published = duckdb.published_rows(name, sql)  # the version and the rows from one snapshot
     if expected is None:
         raise UpstreamNotPublished(f"'{name}' has never been materialized in this Dagster instance: "
                                    f"materialize it first (its blocking checks must pass)")

@@ -7,7 +7,8 @@ watched raw-data folder, default ``<home>/raw_data``), ``LLM_LINEAGE_RETRAIN_CRO
 ``LLM_LINEAGE_EXECUTOR`` (``local``, or ``k8s``: each step a Kubernetes Job, ``pipelines/runtime/cluster.py``);
 for hosts without a shared disk, ``LLM_LINEAGE_CHECKPOINT_URL`` (checkpoints and the eval report in
 ``s3://bucket/prefix``, ``resources/object_checkpoints.py``) and ``LLM_LINEAGE_MLFLOW_ARTIFACT_ROOT`` (MLflow
-artifacts there too, with a database tracking store).
+artifacts there too, with a database tracking store) and ``LLM_LINEAGE_TABLES_URL`` (the tables as Parquet objects
+there, ``resources/object_tables.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pipelines.profiles import PROFILES  # noqa: E402
 from pipelines.runtime.cluster import selected_executor  # noqa: E402
 from resources import (CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking, RawDataFolder,  # noqa: E402
                        TrainingLauncher)
+from resources.object_tables import ObjectTableStore  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,8 +51,10 @@ def default_resources(home: Path | None = None, profile: str | None = None,
     home = home or data_home()
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     checkpoint_url = os.environ.get("LLM_LINEAGE_CHECKPOINT_URL")  # object storage shared by hosts; else local
+    tables_url = os.environ.get("LLM_LINEAGE_TABLES_URL")  # the tables as Parquet there too; else one DuckDB file
     return {
-        "duckdb": DuckDBStore(path=str(home / "lineage.duckdb")),
+        "duckdb": ObjectTableStore(url=tables_url, cache_dir=str(home / "table_cache")) if tables_url
+        else DuckDBStore(path=str(home / "lineage.duckdb")),
         "checkpoints": CheckpointStore(root=checkpoint_url, cache_dir=str(home / "checkpoint_cache")) if checkpoint_url
         else CheckpointStore(root=str(home / "checkpoints")),
         "mlflow": MLflowTracking(tracking_uri=tracking_uri, artifact_root=os.environ.get(

@@ -1,7 +1,7 @@
-"""Shared state without a shared disk (issue #21): a smoke-profile materialization whose checkpoints go to an S3 bucket
-and whose MLflow artifacts go there through ``mlflow server --artifacts-destination s3://…``, both on a real
-S3-compatible server (moto, tests/fixtures/s3.py); then another host, with an empty home of its own, finds the
-current checkpoints in the bucket and loads them with ``from_pretrained``."""
+"""Shared state without a shared disk (issue #21): a smoke-profile materialization whose checkpoints and tables go to
+an S3 bucket and whose MLflow artifacts go there through ``mlflow server --artifacts-destination s3://…``, all on a
+real S3-compatible server (moto, tests/fixtures/s3.py); then another host, with an empty home of its own, reads the
+tables and finds the current checkpoints in the bucket and loads them with ``from_pretrained``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import requests
 
 from pipelines.definitions import all_assets, all_checks, default_resources
 from resources import CheckpointStore
+from resources.object_tables import ObjectTableStore
 from tests.fixtures.s3 import _free_port, start_s3_server
 
 pytestmark = pytest.mark.slow
@@ -56,7 +57,7 @@ def s3():
         server.stop()
 
 
-def test_checkpoints_and_mlflow_artifacts_live_in_the_bucket_and_load_on_another_host(s3, tmp_path):
+def test_checkpoints_tables_and_mlflow_artifacts_live_in_the_bucket_and_load_on_another_host(s3, tmp_path):
     import fsspec
     from mlflow import MlflowClient
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -67,7 +68,8 @@ def test_checkpoints_and_mlflow_artifacts_live_in_the_bucket_and_load_on_another
     server, tracking_uri = start_mlflow_on_s3(tmp_path / "mlflow", s3.env)
     try:
         home = tmp_path / "host_a"
-        with mock.patch.dict(os.environ, {"LLM_LINEAGE_CHECKPOINT_URL": f"s3://{BUCKET}/checkpoints"}):
+        with mock.patch.dict(os.environ, {"LLM_LINEAGE_CHECKPOINT_URL": f"s3://{BUCKET}/checkpoints",
+                                          "LLM_LINEAGE_TABLES_URL": f"s3://{BUCKET}/tables"}):
             resources = default_resources(home, profile="smoke", tracking_uri=tracking_uri)
         job = dg.Definitions(assets=all_assets, asset_checks=all_checks, resources=resources) \
             .resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey(a) for a in ASSETS})
@@ -81,6 +83,13 @@ def test_checkpoints_and_mlflow_artifacts_live_in_the_bucket_and_load_on_another
             assert result.asset_materializations_for_node(name)[0].metadata["fingerprint"].value == version
         assert not (home / "checkpoints").exists()
 
+        # the tables are Parquet objects in the bucket, each with its pointer; host A has no DuckDB file
+        assert not list(home.glob("**/*.duckdb")) and not (home / "lineage.duckdb").exists()
+        pointers = {key.rsplit("/current/", 1)[1] for key in bucket.find(f"{BUCKET}/tables/current")}
+        assert {"raw_problems.json", "raw_quarantine.json", "eval_suites.json", "training_problems.json",
+                "raw_corpus.json", "table_versions/asset=raw_problems.json"} <= pointers
+        assert all(key.endswith(".parquet") for key in bucket.find(f"{BUCKET}/tables/versions"))
+
         # base_checkpoint's MLflow run: its loss curve went through the server into the bucket
         client = MlflowClient(tracking_uri=tracking_uri)
         experiment = client.get_experiment_by_name(resources["mlflow"].experiment_name)
@@ -90,7 +99,12 @@ def test_checkpoints_and_mlflow_artifacts_live_in_the_bucket_and_load_on_another
         assert [key.rsplit("/", 1)[1] for key in artifacts] == ["loss_curve.png"]
         assert not any((tmp_path / "mlflow").glob("**/loss_curve.png"))
 
-        # host B: a fresh home, nothing local, reads `current` and loads the weights from the bucket
+        # host B: a fresh home, nothing local, reads the tables and `current`, and loads the weights from the bucket
+        tables = ObjectTableStore(url=f"s3://{BUCKET}/tables", cache_dir=str(tmp_path / "host_b" / "table_cache"))
+        assert tables.rows("raw_corpus") == resources["duckdb"].rows("raw_corpus") and tables.count("raw_corpus") > 0
+        [published] = tables.query("SELECT data_version FROM table_versions WHERE asset = 'training_problems'")
+        assert published["data_version"] == \
+            result.asset_materializations_for_node("training_problems")[0].tags["dagster/data_version"]
         other = CheckpointStore(root=f"s3://{BUCKET}/checkpoints", cache_dir=str(tmp_path / "host_b" / "cache"))
         model_dir = other.current("base_checkpoint")
         assert model_dir.is_relative_to(tmp_path / "host_b")
