@@ -68,7 +68,7 @@ def _referenced(connection: duckdb.DuckDBPyConnection, sql: str) -> tuple[set[st
 class ObjectTableStore(dg.ConfigurableResource):
     """``DuckDBStore``'s operations over Parquet objects shared by every host (see the module docstring)."""
 
-    url: str = Field(description="Where the tables live, e.g. s3://bucket/lineage/tables (any fsspec URL).")
+    url: str = Field(description="Where the tables live: s3://bucket/prefix (endpoint and keys from the AWS variables).")
     cache_dir: str = Field(description="Local directory for downloaded versions (reused while current) and staging.")
     memory_limit: str = Field(default="1GB", description="DuckDB's memory cap in this process, as DuckDBStore's.")
 
