@@ -30,7 +30,7 @@ from pipelines.lineage import content_fingerprint  # noqa: E402
 from pipelines.profiles import PROFILES  # noqa: E402
 from pipelines.runtime.cluster import selected_executor  # noqa: E402
 from resources import (CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking, RawDataFolder,  # noqa: E402
-                       TrainingLauncher)
+                       RayTrainingLauncher, TrainingLauncher)
 from resources.object_tables import ObjectTableStore  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +64,14 @@ def default_resources(home: Path | None = None, profile: str | None = None,
                                  tracking_token=_secret("MLFLOW_TRACKING_TOKEN"),
                                  tracking_password=_secret("MLFLOW_TRACKING_PASSWORD")),
         "profile": LineageProfile(name=profile or os.environ.get("LLM_LINEAGE_PROFILE", "tiny")),
-        "launcher": TrainingLauncher(work_root=str(home / "work"),
-                                     num_processes=int(os.environ.get("LLM_LINEAGE_TRAIN_PROCESSES", "1"))),
+        # LLM_LINEAGE_LAUNCHER=ray: a Ray job per training stage on the cluster at LLM_LINEAGE_RAY_ADDRESS (its
+        # dashboard), with LLM_LINEAGE_RAY_WORKERS Ray Train workers (resources/ray_launcher.py); else subprocesses here
+        "launcher": RayTrainingLauncher(work_root=str(home / "work"),
+                                        address=os.environ.get("LLM_LINEAGE_RAY_ADDRESS", "http://127.0.0.1:8265"),
+                                        num_workers=int(os.environ.get("LLM_LINEAGE_RAY_WORKERS", "1")))
+        if os.environ.get("LLM_LINEAGE_LAUNCHER", "local") == "ray" else
+        TrainingLauncher(work_root=str(home / "work"),
+                         num_processes=int(os.environ.get("LLM_LINEAGE_TRAIN_PROCESSES", "1"))),
         "raw_data": RawDataFolder(path=os.environ.get("LLM_LINEAGE_RAW_DIR", str(home / "raw_data"))),
     }
 

@@ -62,15 +62,12 @@ class TrainingLauncher(dg.ConfigurableResource):
         periodic checkpoints stay in the work directory for the rerun to resume from.
         """
         job.save(job_file)
-        env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+        env = trainer_env(str(PROJECT_ROOT), os.environ.get("PYTHONPATH"), cpu=self.force_cpu or not gpu_present())
         if self.num_processes <= 1:  # the trainer is our child: it dies with this step (pipelines/runtime/orphans.py)
             env[PARENT_PID_ENV] = str(os.getpid())
-        if self.force_cpu or not gpu_present():
-            env["CUDA_VISIBLE_DEVICES"] = ""
         with dg.open_pipes_session(context=context, context_injector=dg.PipesTempFileContextInjector(),
                                    message_reader=dg.PipesTempFileMessageReader()) as session:
-            relay = _MessageRelay(session, log_points)
+            relay = MessageRelay(session, log_points)
             process = subprocess.Popen(self.command(job_file, _free_port()), cwd=PROJECT_ROOT,
                                        env={**os.environ, **env, **session.get_bootstrap_env_vars()})
             try:
@@ -86,9 +83,18 @@ class TrainingLauncher(dg.ConfigurableResource):
         return relay.summary(job_file)
 
 
-class _MessageRelay:
-    """The custom messages a training subprocess sent through Pipes: metric batches, forwarded as they
-    arrive, and the final summary."""
+def trainer_env(project_dir: str, pythonpath: str | None, cpu: bool) -> dict[str, str]:
+    """What a trainer process needs in its environment, wherever it is started (here or on a Ray node)."""
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [project_dir, pythonpath]))}
+    if cpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+class MessageRelay:
+    """The custom messages a trainer sent through Pipes: metric batches, forwarded as they arrive, and the
+    final summary (shared by the local and the Ray launcher)."""
 
     def __init__(self, session, log_points):
         self._session, self._log_points, self._forwarded = session, log_points, 0

@@ -73,7 +73,9 @@ def run_job(job: TrainJob, emit=print, log_points: Callable[[list[MetricPoint]],
     return grpo(Path(job.model_dir), rows, job.settings, job.grpo, output, options)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, message_writer=None) -> int:
+    """``message_writer``: where rank 0's Pipes messages go, when not to stdout (a Ray Train worker's stdout
+    reaches the job log prefixed: ``pipelines/training/ray_entry.py`` sends them through its driver instead)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--job", required=True, type=Path, help="TrainJob JSON written by the launcher")
     args = parser.parse_args(argv)
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if is_rank_zero() and "DAGSTER_PIPES_CONTEXT" in os.environ:
             from dagster_pipes import open_dagster_pipes
 
-            pipes = stack.enter_context(open_dagster_pipes())
+            pipes = stack.enter_context(open_dagster_pipes(message_writer=message_writer))
         emit = pipes.log.info if pipes else (lambda message: print(message, flush=True))
         summary = run_job(job, emit, metrics_sink(job, pipes))
         if is_rank_zero():
