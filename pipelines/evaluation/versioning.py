@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-GENERATION_CODE_VERSION = "generation-v4"  # v3: fast_decode.py (own RNG stream); v4: its final-layer prefill (last bits)
+GENERATION_CODE_VERSION = "generation-v5"  # v3: fast_decode.py (own RNG stream); v4: its final-layer prefill; v5: on the public forward + StaticCache
 GRADING_CODE_VERSION = "grading-v3"  # v3: final-answer region; strict/flexible exactly lm-eval; maj@k by verdict
 
 

@@ -1,8 +1,8 @@
 """The lean decoder (pipelines/evaluation/fast_decode.py) against ``model.generate`` on real models.
 
 Greedy decoding is deterministic, so the two engines must produce the same tokens: any slip in the
-ragged prefill, the in-place cache, grouped-query attention, rotary positions or row compaction
-changes the argmax somewhere within a few tokens.
+chunked prefill, the merge of its caches, the positions of left-padded rows, the in-place cache or
+row compaction changes the argmax somewhere within a few tokens.
 """
 
 from collections import Counter
@@ -70,24 +70,28 @@ def test_greedy_outputs_match_model_generate(gqa_model, micro_base, micro_proble
         assert len({g.text for g in fast.generations}) > 1
 
 
-def test_the_final_layer_runs_its_mlp_on_the_last_prompt_token_only(gqa_model, micro_problems, monkeypatch):
-    """The prefill skips the final layer's work that no logit reads (the outputs above check it stays
-    exact): its MLP sees one position per prompt there, while the first layer's sees every position."""
-    monkeypatch.setitem(fast_decode.PREFILL_CHUNK_TOKENS, "cpu", 1 << 20)  # all prompts in one chunk
+def test_the_prefill_pads_each_chunk_only_to_its_own_longest_prompt(gqa_model, micro_problems, monkeypatch):
+    """Length-sorted prompts are prefilled a few at a time within the token budget, each chunk as wide
+    as its longest prompt (the outputs above check the merged cache stays exact)."""
+    budget = 64
+    monkeypatch.setitem(fast_decode.PREFILL_CHUNK_TOKENS, "cpu", budget)
     model, tokenizer = gqa_model
     prompts = _prompts(tokenizer, micro_problems)
-    seen: dict[str, list[tuple]] = {"first": [], "final": []}
-    hooks = [model.model.layers[index].mlp.register_forward_hook(
-        lambda module, args, output, name=name: seen[name].append(tuple(args[0].shape)))
-        for index, name in ((0, "first"), (-1, "final"))]
+    seen: list[tuple] = []
+    hook = model.model.layers[0].mlp.register_forward_hook(
+        lambda module, args, output: seen.append(tuple(args[0].shape)))
     try:
         fast_generate(model, tokenizer, prompts, 1, stop_ids=[])  # one new token: the prefill only
     finally:
-        for hook in hooks:
-            hook.remove()
-    longest = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
-    assert seen["final"] == [(len(prompts), 1, model.config.hidden_size)]
-    assert seen["first"] == [(len(prompts), longest, model.config.hidden_size)]
+        hook.remove()
+    lengths = sorted(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    assert sum(rows for rows, _, _ in seen) == len(prompts)  # every prompt prefilled once
+    assert len(seen) > 1 and len({width for _, width, _ in seen}) > 1
+    first = 0
+    for rows, width, _ in seen:  # each chunk: consecutive sorted prompts, as wide as the longest of them
+        assert width == lengths[first + rows - 1]
+        assert rows == 1 or rows * width <= budget
+        first += rows
 
 
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
