@@ -23,7 +23,7 @@ Public API only: ``model(input_ids, attention_mask, position_ids, cache, use_cac
 ``DynamicCache`` (iteration), ``StaticCache`` (``update``, ``reorder_cache``). Greedy outputs equal
 ``model.generate``'s; ``tests/pipelines/test_fast_decode.py`` checks that on real checkpoints of each
 supported architecture. An earlier version re-implemented the attention on the model's submodules
-(~20 internals; 1.1-1.5× faster on this CPU); measured against this one in the README's P2 line.
+(~20 internals; 1.35× faster on this CPU in the same run); the README's P2 line has both measured.
 """
 
 from __future__ import annotations
