@@ -21,17 +21,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipelines.object_store import ObjectStoreUnavailable, open_object_store, unavailable
 from resources.checkpoint_store import (CURRENT, MANIFEST_FILE, CheckpointCorrupted, CheckpointNotFound,
                                         _files, verify_checkpoint, write_manifest)
-
-
-class ObjectStoreUnavailable(RuntimeError):
-    """The object store could not be read or written: names the URL and what to check."""
-
-
-def is_object_url(root: str) -> bool:
-    """``s3://…`` and other fsspec URLs; a plain path (the embedded default) is not one."""
-    return "://" in root
 
 
 class ObjectCheckpoints:
@@ -42,17 +34,7 @@ class ObjectCheckpoints:
             raise ValueError(f"checkpoint root {root} is in object storage: set cache_dir to a local directory "
                              "where versions are downloaded for loading")
         self.root, self.cache = root.rstrip("/"), Path(cache_dir)
-        try:
-            import fsspec
-
-            # No listing cache: another host may publish between two calls of this one. The endpoint is passed
-            # explicitly so it is part of fsspec's instance-cache key (a changed AWS_ENDPOINT_URL takes effect).
-            options = {"endpoint_url": os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")} \
-                if self.root.startswith(("s3://", "s3a://")) else {}
-            self.fs, self._path = fsspec.core.url_to_fs(self.root, use_listings_cache=False, **options)
-        except ImportError as error:
-            raise ObjectStoreUnavailable(f"cannot open {root}: {error} (pip install 'llm-lineage[cluster]' "
-                                         "for s3fs)") from error
+        self.fs, self._path = open_object_store(self.root)
 
     def url(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
@@ -61,9 +43,7 @@ class ObjectCheckpoints:
         return "/".join([self._path.rstrip("/"), *parts])
 
     def _failed(self, action: str, url: str, error: Exception) -> ObjectStoreUnavailable:
-        return ObjectStoreUnavailable(
-            f"could not {action} {url}: {type(error).__name__}: {str(error)[:300]} -- is the bucket there and "
-            "are AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY right for it?")
+        return unavailable(action, url, error)
 
     def _read(self, *parts: str) -> bytes | None:
         """An object's bytes, None when it does not exist."""
