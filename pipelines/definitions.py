@@ -8,7 +8,10 @@ watched raw-data folder, default ``<home>/raw_data``), ``LLM_LINEAGE_RETRAIN_CRO
 for hosts without a shared disk, ``LLM_LINEAGE_CHECKPOINT_URL`` (checkpoints and the eval report in
 ``s3://bucket/prefix``, ``resources/object_checkpoints.py``) and ``LLM_LINEAGE_MLFLOW_ARTIFACT_ROOT`` (MLflow
 artifacts there too, with a database tracking store) and ``LLM_LINEAGE_TABLES_URL`` (the tables as Parquet objects
-there, ``resources/object_tables.py``).
+there, ``resources/object_tables.py``); ``LLM_LINEAGE_SCRATCH`` (this host's caches and work folders, default
+the home: with all three URLs and ``MLFLOW_TRACKING_URI`` set, a step keeps nothing in the home). Ray jobs then
+travel through the bucket too (``LLM_LINEAGE_RAY_STAGING_URL``, default ``<checkpoint URL>/_ray_jobs``;
+``LLM_LINEAGE_RAY_WORKER_SCRATCH``: the Ray nodes' local directory), so the Ray nodes share no disk with this host.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ def data_home() -> Path:
     return Path(os.environ.get("LLM_LINEAGE_HOME", PROJECT_ROOT / "var")).resolve()
 
 
+def scratch_home(home: Path | None = None) -> Path:
+    """This host's caches and work folders: ``LLM_LINEAGE_SCRATCH``, else the lineage home (as before it existed)."""
+    return Path(os.environ.get("LLM_LINEAGE_SCRATCH") or home or data_home()).resolve()
+
+
 def _secret(variable: str) -> dg.EnvVar | None:
     """A secret resource field: read from the environment by Dagster at run time, never stored in config."""
     return dg.EnvVar(variable) if os.environ.get(variable) else None
@@ -47,15 +55,17 @@ def _secret(variable: str) -> dg.EnvVar | None:
 
 def default_resources(home: Path | None = None, profile: str | None = None,
                       tracking_uri: str | None = None) -> dict:
-    """Resources rooted at ``home``: one DuckDB file, one MLflow store, one checkpoint tree."""
+    """Resources rooted at ``home``: one DuckDB file, one MLflow store, one checkpoint tree; caches and work folders
+    in the scratch directory (``scratch_home``)."""
     home = home or data_home()
+    scratch = scratch_home(home)
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     checkpoint_url = os.environ.get("LLM_LINEAGE_CHECKPOINT_URL")  # object storage shared by hosts; else local
     tables_url = os.environ.get("LLM_LINEAGE_TABLES_URL")  # the tables as Parquet there too; else one DuckDB file
     return {
-        "duckdb": ObjectTableStore(url=tables_url, cache_dir=str(home / "table_cache")) if tables_url
+        "duckdb": ObjectTableStore(url=tables_url, cache_dir=str(scratch / "table_cache")) if tables_url
         else DuckDBStore(path=str(home / "lineage.duckdb")),
-        "checkpoints": CheckpointStore(root=checkpoint_url, cache_dir=str(home / "checkpoint_cache")) if checkpoint_url
+        "checkpoints": CheckpointStore(root=checkpoint_url, cache_dir=str(scratch / "checkpoint_cache")) if checkpoint_url
         else CheckpointStore(root=str(home / "checkpoints")),
         "mlflow": MLflowTracking(tracking_uri=tracking_uri, artifact_root=os.environ.get(
                                      "LLM_LINEAGE_MLFLOW_ARTIFACT_ROOT") or str(home / "mlflow" / "artifacts"),
@@ -65,12 +75,16 @@ def default_resources(home: Path | None = None, profile: str | None = None,
                                  tracking_password=_secret("MLFLOW_TRACKING_PASSWORD")),
         "profile": LineageProfile(name=profile or os.environ.get("LLM_LINEAGE_PROFILE", "tiny")),
         # LLM_LINEAGE_LAUNCHER=ray: a Ray job per training stage on the cluster at LLM_LINEAGE_RAY_ADDRESS (its
-        # dashboard), with LLM_LINEAGE_RAY_WORKERS Ray Train workers (resources/ray_launcher.py); else subprocesses here
-        "launcher": RayTrainingLauncher(work_root=str(home / "work"),
+        # dashboard), with LLM_LINEAGE_RAY_WORKERS Ray Train workers (resources/ray_launcher.py); else subprocesses here.
+        # With checkpoints in object storage the jobs are staged through it: the Ray nodes need no disk shared with us.
+        "launcher": RayTrainingLauncher(work_root=str(scratch / "work"),
                                         address=os.environ.get("LLM_LINEAGE_RAY_ADDRESS", "http://127.0.0.1:8265"),
-                                        num_workers=int(os.environ.get("LLM_LINEAGE_RAY_WORKERS", "1")))
+                                        num_workers=int(os.environ.get("LLM_LINEAGE_RAY_WORKERS", "1")),
+                                        stage_url=os.environ.get("LLM_LINEAGE_RAY_STAGING_URL") or (
+                                            f"{checkpoint_url.rstrip('/')}/_ray_jobs" if checkpoint_url else ""),
+                                        worker_scratch=os.environ.get("LLM_LINEAGE_RAY_WORKER_SCRATCH", ""))
         if os.environ.get("LLM_LINEAGE_LAUNCHER", "local") == "ray" else
-        TrainingLauncher(work_root=str(home / "work"),
+        TrainingLauncher(work_root=str(scratch / "work"),
                          num_processes=int(os.environ.get("LLM_LINEAGE_TRAIN_PROCESSES", "1"))),
         "raw_data": RawDataFolder(path=os.environ.get("LLM_LINEAGE_RAW_DIR", str(home / "raw_data"))),
     }

@@ -1,7 +1,7 @@
 """Ray job entrypoint for data-parallel training: the unchanged trainer on N Ray Train workers.
 
 ``python -m pipelines.training.ray_entry --job job.json --workers N [--cpus-per-worker C] [--gpus-per-worker G]``
-runs ``pipelines.training.train`` in a Ray Train ``TorchTrainer`` (gloo on CPU, NCCL with GPUs). Ray Train
+(or ``--job-url URL`` for a job staged in object storage: each worker fetches it, ``ray_staging.py``) runs ``pipelines.training.train`` in a Ray Train ``TorchTrainer`` (gloo on CPU, NCCL with GPUs). Ray Train
 joins the process group and sets RANK/WORLD_SIZE as ``torchrun`` would, so the trainer runs as it does under
 ``accelerate launch``: only rank 0 reports and saves. Rank 0's Dagster Pipes messages (logs, metric batches,
 the summary) come back through a Ray queue and this driver prints them, one JSON line each, into the Ray
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,8 +51,19 @@ def train_worker(config: dict) -> None:
 
     from pipelines.training import train
 
-    rank_zero = ray.train.get_context().get_world_rank() == 0
-    train.main(["--job", config["job"]], message_writer=QueueMessageWriter(config["messages"]) if rank_zero else None)
+    rank = ray.train.get_context().get_world_rank()
+    writer = QueueMessageWriter(config["messages"]) if rank == 0 else None
+
+    def run(job_file) -> int:
+        return train.main(["--job", str(job_file)], message_writer=writer)
+
+    if config.get("job_url"):  # no shared disk: this worker's own copy of the inputs; rank 0 uploads the output
+        from pipelines.training.ray_staging import staged_training
+
+        if staged_training(config["job_url"], f"rank-{rank}", run, upload=rank == 0) != 0:
+            raise RuntimeError(f"the trainer of rank {rank} failed")
+    else:
+        run(config["job"])
 
 
 def _print_messages(queue, done: threading.Event) -> None:
@@ -70,7 +82,9 @@ def _print_messages(queue, done: threading.Event) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--job", required=True, type=Path, help="TrainJob JSON written by the launcher")
+    job = parser.add_mutually_exclusive_group(required=True)
+    job.add_argument("--job", type=Path, help="TrainJob JSON written by the launcher (on a disk the nodes share)")
+    job.add_argument("--job-url", help="a TrainJob staged in object storage by the launcher (ray_staging.py)")
     parser.add_argument("--workers", type=int, required=True, help="Ray Train workers (the job's num_processes)")
     parser.add_argument("--cpus-per-worker", type=float, default=1)
     parser.add_argument("--gpus-per-worker", type=float, default=0)
@@ -90,17 +104,25 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     printer = threading.Thread(target=_print_messages, args=(messages, done), daemon=True)
     printer.start()
+    if args.job_url:
+        from pipelines.training.ray_staging import job_directory
+
+        job, state_dir = {"job_url": args.job_url}, job_directory(args.job_url, "driver")
+    else:
+        job, state_dir = {"job": str(args.job.resolve())}, args.job.resolve().parent
     trainer = TorchTrainer(
-        train_worker, train_loop_config={"job": str(args.job.resolve()), "messages": messages},
+        train_worker, train_loop_config={**job, "messages": messages},
         scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=args.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         # Ray Train's own run state (no checkpoints: the trainer keeps its resumable ones in the job's work_dir)
-        run_config=RunConfig(name="train", storage_path=str(args.job.resolve().parent / "ray_train")))
+        run_config=RunConfig(name="train", storage_path=str(state_dir / "ray_train")))
     try:
         trainer.fit()  # raises (the job fails) when a worker does
     finally:
         done.set()
         printer.join()
+        if args.job_url:  # Ray Train's run state, on this node's scratch: nothing reads it after the job
+            shutil.rmtree(state_dir, ignore_errors=True)
     return 0
 
 
