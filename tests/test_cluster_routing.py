@@ -46,7 +46,7 @@ def _env(postgres, database: str, home: Path, kubeconfig: Path, tmp_path: Path) 
             "LLM_LINEAGE_K8S_NAMESPACE": NAMESPACE, "LLM_LINEAGE_EXECUTOR": "k8s", "DAGSTER_CURRENT_IMAGE": IMAGE,
             "MLFLOW_TRACKING_URI": "http://mlflow.lineage.svc:5000",  # passed on to the pods; never contacted here
             "LLM_LINEAGE_CHECKPOINT_URL": "s3://lineage/checkpoints", "AWS_ENDPOINT_URL": "http://minio.lineage.svc:9000",
-            "LLM_LINEAGE_HOME": str(tmp_path / "lineage"), "LLM_LINEAGE_PROFILE": "smoke"}
+            "LLM_LINEAGE_TABLES_URL": "s3://lineage/tables", "LLM_LINEAGE_HOME": str(tmp_path / "lineage"), "LLM_LINEAGE_PROFILE": "smoke"}
 
 
 def _container(job: dict) -> dict:
@@ -85,6 +85,7 @@ def test_each_step_becomes_a_kubernetes_job_and_model_steps_land_on_gpu_nodes(po
         assert container["args"][:3] == ["dagster", "api", "execute_step"]  # the step runs in the Job's pod
         assert {"name": "LLM_LINEAGE_EXECUTOR", "value": "k8s"} in container["env"]  # from the run launcher
         assert {"name": "LLM_LINEAGE_CHECKPOINT_URL", "value": "s3://lineage/checkpoints"} in container["env"]
+        assert {"name": "LLM_LINEAGE_TABLES_URL", "value": "s3://lineage/tables"} in container["env"]
         assert {"secretRef": {"name": "lineage-object-storage"}} in container["envFrom"]
 
     resources = _container(model)["resources"]
