@@ -119,6 +119,9 @@ def test_the_smoke_lineage_runs_on_ray_s3_and_postgres_with_no_shared_disk(s3, p
         assert job.status.value == "SUCCEEDED", (job.submission_id, job.message)
         assert f"--job-url s3://{BUCKET}/checkpoints/_ray_jobs/{job.submission_id}" in job.entrypoint
         assert f"--workers {RAY_WORKERS}" in job.entrypoint
+        submitted = json.dumps({"entrypoint": job.entrypoint, "runtime_env": job.runtime_env})
+        assert str(host_scratch) not in submitted and str(home) not in submitted  # no path of the host's files
+        assert job.runtime_env["env_vars"]["AWS_ENDPOINT_URL"] == s3.endpoint  # the bucket, through runtime_env
     assert not bucket.find(f"{BUCKET}/checkpoints/_ray_jobs/")  # each job's staged files deleted after it
 
     # each worker downloaded the job's inputs into the workers' scratch, and freed it, keeping the record
