@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export DAGSTER_HOME := $(LINEAGE_HOME)/dagster_home
 export LLM_LINEAGE_HOME := $(LINEAGE_HOME)
 
-.PHONY: setup demo test test-fast bench ui validate clean lock vllm-env lock-vllm
+.PHONY: setup demo test test-engines test-fast bench ui validate clean lock vllm-env lock-vllm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,9 +72,15 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/python -m pipelines.demo $(DEMO_ARGS)
 
-## The test suite (unit, resources, assets, end-to-end against a real MLflow server).
-test: setup $(CHROMIUM) vllm-env
-	$(BIN)/python -m pytest tests
+## The test suite (unit, resources, assets, end-to-end against a real MLflow server, the browser), without the
+## engine tests of the cluster deployment, which have their own target (.ci/run runs both).
+test: setup $(CHROMIUM)
+	$(BIN)/python -m pytest tests -m "not engines"
+
+## The cluster deployment's engines, each started here for real (issue #21): Ray, an S3 server (moto), Postgres,
+## a recording Kubernetes API, vLLM in .venv-vllm; and the shared-nothing lineage on all of them together.
+test-engines: setup vllm-env
+	$(BIN)/python -m pytest tests -m engines
 
 ## Unit tests only (-m "not slow": no servers, Dagster CLI runs, subprocess training or browser); a few minutes.
 test-fast: setup
