@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
@@ -16,7 +15,7 @@ from pipelines.profiles import SMOKE
 from pipelines.training import ray_staging
 from pipelines.training.chat_options import ChatOptions
 from pipelines.training.job import TrainJob, write_rows
-from tests.fixtures.s3 import start_s3_server
+from tests.fixtures.s3 import s3_with_bucket
 
 pytestmark = pytest.mark.slow
 BUCKET = "staging"
@@ -24,15 +23,8 @@ BUCKET = "staging"
 
 @pytest.fixture(scope="module")
 def s3():
-    server = start_s3_server()
-    try:
-        with mock.patch.dict(os.environ, server.env):
-            import fsspec
-
-            fsspec.filesystem("s3", endpoint_url=server.endpoint).mkdir(BUCKET)
-            yield server
-    finally:
-        server.stop()
+    with s3_with_bucket(BUCKET) as server:
+        yield server
 
 
 def _bucket(s3):

@@ -16,7 +16,7 @@ import pytest
 
 from resources.checkpoint_store import CheckpointCorrupted, CheckpointNotFound, CheckpointStore
 from resources.object_checkpoints import ObjectStoreUnavailable
-from tests.fixtures.s3 import start_s3_server
+from tests.fixtures.s3 import s3_with_bucket
 
 pytestmark = pytest.mark.slow
 BUCKET = "lineage"
@@ -25,15 +25,8 @@ ROOT = f"s3://{BUCKET}/checkpoints"
 
 @pytest.fixture(scope="module")
 def s3():
-    server = start_s3_server()
-    try:
-        with mock.patch.dict(os.environ, server.env):
-            import fsspec
-
-            fsspec.filesystem("s3", endpoint_url=server.endpoint).mkdir(BUCKET)
-            yield server
-    finally:
-        server.stop()
+    with s3_with_bucket(BUCKET) as server:
+        yield server
 
 
 def bucket():

@@ -11,14 +11,13 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
 from resources.duckdb_store import MissingDatabase, MissingTable
 from resources.object_checkpoints import ObjectStoreUnavailable
 from resources.object_tables import ObjectTableStore
-from tests.fixtures.s3 import start_s3_server
+from tests.fixtures.s3 import s3_with_bucket
 
 pytestmark = pytest.mark.slow
 BUCKET = "lineage"
@@ -27,15 +26,8 @@ URL = f"s3://{BUCKET}/tables"
 
 @pytest.fixture(scope="module")
 def s3():
-    server = start_s3_server()
-    try:
-        with mock.patch.dict(os.environ, server.env):
-            import fsspec
-
-            fsspec.filesystem("s3", endpoint_url=server.endpoint).mkdir(BUCKET)
-            yield server
-    finally:
-        server.stop()
+    with s3_with_bucket(BUCKET) as server:
+        yield server
 
 
 @pytest.fixture
