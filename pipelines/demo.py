@@ -28,6 +28,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 2.0
 CODE_SERVER_START_S = 120
 CODE_LOCATION = "pipelines.definitions"  # workspace.yaml's python_module entry has this name
+# How long the code server and the daemon get to exit after SIGTERM before their process group is killed. A code
+# server once sat in gRPC's wait_for_termination for minutes after SIGTERM, its run long finished (2026-12-02).
+STOP_TIMEOUT_S = 15
 
 
 def _cli(name: str) -> str:
@@ -76,12 +79,18 @@ def _wait_for_code_server(server: subprocess.Popen, socket_path: Path) -> None:
         time.sleep(POLL_S)
 
 
-def _stop_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    process.wait()
+def _stop_group(process: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM to the process's group (it was started in its own session), then SIGKILL after ``timeout_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=timeout_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _run_queued(instance, workspace: Path, assets: list[str]) -> str:
