@@ -12,6 +12,8 @@ there, ``resources/object_tables.py``); ``LLM_LINEAGE_SCRATCH`` (this host's cac
 the home: with all three URLs and ``MLFLOW_TRACKING_URI`` set, a step keeps nothing in the home). Ray jobs then
 travel through the bucket too (``LLM_LINEAGE_RAY_STAGING_URL``, default ``<checkpoint URL>/_ray_jobs``;
 ``LLM_LINEAGE_RAY_WORKER_SCRATCH``: the Ray nodes' local directory), so the Ray nodes share no disk with this host.
+``LLM_LINEAGE_GENERATION_ON=ray`` runs the eval steps' generation as Ray jobs on that cluster too
+(``pipelines/evaluation/ray_generation.py``; default ``local``, in the step).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pipelines.runtime.executor import step_executor  # noqa: E402
 from pipelines.lineage import content_fingerprint  # noqa: E402
 from pipelines.profiles import PROFILES  # noqa: E402
 from pipelines.runtime.cluster import selected_executor  # noqa: E402
+from pipelines.runtime.ray_jobs import cluster_settings  # noqa: E402
 from resources import (CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking, RawDataFolder,  # noqa: E402
                        RayTrainingLauncher, TrainingLauncher)
 from resources.object_tables import ObjectTableStore  # noqa: E402
@@ -78,11 +81,8 @@ def default_resources(home: Path | None = None, profile: str | None = None,
         # dashboard), with LLM_LINEAGE_RAY_WORKERS Ray Train workers (resources/ray_launcher.py); else subprocesses here.
         # With checkpoints in object storage the jobs are staged through it: the Ray nodes need no disk shared with us.
         "launcher": RayTrainingLauncher(work_root=str(scratch / "work"),
-                                        address=os.environ.get("LLM_LINEAGE_RAY_ADDRESS", "http://127.0.0.1:8265"),
                                         num_workers=int(os.environ.get("LLM_LINEAGE_RAY_WORKERS", "1")),
-                                        stage_url=os.environ.get("LLM_LINEAGE_RAY_STAGING_URL") or (
-                                            f"{checkpoint_url.rstrip('/')}/_ray_jobs" if checkpoint_url else ""),
-                                        worker_scratch=os.environ.get("LLM_LINEAGE_RAY_WORKER_SCRATCH", ""))
+                                        **cluster_settings())
         if os.environ.get("LLM_LINEAGE_LAUNCHER", "local") == "ray" else
         TrainingLauncher(work_root=str(scratch / "work"),
                          num_processes=int(os.environ.get("LLM_LINEAGE_TRAIN_PROCESSES", "1"))),

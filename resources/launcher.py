@@ -19,6 +19,7 @@ from pydantic import Field
 
 from pipelines.runtime.devices import gpu_present
 from pipelines.runtime.orphans import PARENT_PID_ENV
+from pipelines.runtime.ray_jobs import process_env
 from pipelines.training.job import METRIC_POINTS_MESSAGE, SUMMARY_MESSAGE, TrainJob
 from pipelines.training.recipes import TrainingSummary
 
@@ -62,7 +63,7 @@ class TrainingLauncher(dg.ConfigurableResource):
         periodic checkpoints stay in the work directory for the rerun to resume from.
         """
         job.save(job_file)
-        env = trainer_env(str(PROJECT_ROOT), os.environ.get("PYTHONPATH"), cpu=self.force_cpu or not gpu_present())
+        env = process_env(str(PROJECT_ROOT), os.environ.get("PYTHONPATH"), cpu=self.force_cpu or not gpu_present())
         if self.num_processes <= 1:  # the trainer is our child: it dies with this step (pipelines/runtime/orphans.py)
             env[PARENT_PID_ENV] = str(os.getpid())
         with dg.open_pipes_session(context=context, context_injector=dg.PipesTempFileContextInjector(),
@@ -81,15 +82,6 @@ class TrainingLauncher(dg.ConfigurableResource):
             raise RuntimeError(f"training subprocess for {job.recipe} exited with code {process.returncode} "
                                f"(job file {job_file})")
         return relay.summary(job_file)
-
-
-def trainer_env(project_dir: str, pythonpath: str | None, cpu: bool) -> dict[str, str]:
-    """What a trainer process needs in its environment, wherever it is started (here or on a Ray node)."""
-    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [project_dir, pythonpath]))}
-    if cpu:
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    return env
 
 
 class MessageRelay:

@@ -8,7 +8,9 @@ way. Selected in ``pipelines/definitions.py`` by ``LLM_LINEAGE_LAUNCHER=ray``.
 Submitted with Ray's ``JobSubmissionClient`` to the dashboard's Jobs API; the messages come back in the job's
 log, read by dagster-ray's ``PipesRayJobMessageReader``. (dagster-ray's ``PipesRayJobClient.run`` blocks until
 the job ends: the loss curve would reach MLflow only then, and a failed forward could not stop the job.)
-With ``num_workers`` > 1 the entrypoint is ``pipelines/training/ray_entry.py`` (a ``TorchTrainer``).
+With ``num_workers`` > 1 the entrypoint is ``pipelines/training/ray_entry.py`` (a ``TorchTrainer``). Waiting,
+stopping and the failure message are ``pipelines/runtime/ray_jobs.py``'s, shared with eval generation on Ray
+(``LLM_LINEAGE_GENERATION_ON=ray``, ``pipelines/evaluation/ray_generation.py``).
 
 Where it runs: the job's processes import this project: on one machine (a local head, the tests) ``python``
 and ``project_dir`` default to this interpreter and checkout; on a real cluster every Ray node needs the
@@ -24,30 +26,24 @@ volume of ``deploy/k8s``).
 
 from __future__ import annotations
 
-import os
 import shlex
-import sys
-import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from pipelines.object_store import AWS_VARIABLES
+from pipelines.runtime.ray_jobs import DEFAULT_ADDRESS, RayCluster
 from pipelines.training import ray_staging
 from pipelines.training.job import TrainJob
 from pipelines.training.recipes import TrainingSummary
-from resources.launcher import PROJECT_ROOT, MessageRelay, trainer_env
-
-LOG_TAIL_CHARS = 3000
+from resources.launcher import MessageRelay
 
 
 class RayTrainingLauncher(dg.ConfigurableResource):
     """How training runs on Ray: a Ray job per training stage, with ``num_workers`` data-parallel workers."""
 
-    address: str = Field(default="http://127.0.0.1:8265", description="The Ray dashboard's address (Jobs API).")
+    address: str = Field(default=DEFAULT_ADDRESS, description="The Ray dashboard's address (Jobs API).")
     work_root: str = Field(description="Job files and resumable trainer checkpoints (kept until publish); "
                                        "shared with the Ray nodes.")
     num_workers: int = Field(default=1, description="Ray Train data-parallel workers (1: the trainer is the "
@@ -72,9 +68,15 @@ class RayTrainingLauncher(dg.ConfigurableResource):
         size, sharding, global batch), so either launcher reuses the other's checkpoint for the same job."""
         return {"num_processes": max(1, self.num_workers), "device": "gpu" if self.gpus_per_worker > 0 else "cpu"}
 
+    def cluster(self) -> RayCluster:
+        """Submission, waiting and stopping, shared with generation on Ray (``pipelines/runtime/ray_jobs.py``)."""
+        return RayCluster(address=self.address, stage_url=self.stage_url, worker_scratch=self.worker_scratch,
+                          python=self.python, project_dir=self.project_dir, poll_s=self.relay_interval_s,
+                          termination_timeout_s=self.termination_timeout_s)
+
     def entrypoint(self, job_file: Path, job_url: str | None = None) -> str:
         """The trainer on the job file (shared paths), or, given ``job_url``, on the job staged there."""
-        python = self.python or sys.executable
+        python = self.cluster().interpreter
         job = ["--job-url", job_url] if job_url else ["--job", str(job_file)]
         if self.num_workers <= 1:
             module = "pipelines.training.ray_staging" if job_url else "pipelines.training.train"
@@ -103,40 +105,24 @@ class RayTrainingLauncher(dg.ConfigurableResource):
         failed) the Ray job is stopped before the error is raised; a job that fails fails the step with its
         status, Ray's message and the end of its log. With ``stage_url`` the job and its inputs go through the
         bucket first, and the job's output comes back from it into ``job.output_dir``."""
-        from ray.job_submission import JobSubmissionClient
-
-        client = JobSubmissionClient(self.address)
-        submission_id = f"llm-lineage-{job.stage_name.replace('/', '-')}-{uuid.uuid4().hex[:8]}"
-        project = self.project_dir or str(PROJECT_ROOT)
-        # RAY_COLOR_PREFIX=0: the workers' lines in the job's log (and the step's stdout) without colour codes
-        env = trainer_env(project, None, cpu=self.gpus_per_worker <= 0) | {"RAY_COLOR_PREFIX": "0"}
-        job_url = f"{self.stage_url.rstrip('/')}/{submission_id}" if self.stage_url else None
+        cluster = self.cluster()
+        client = cluster.client()
+        submission_id, job_url = cluster.submission(job.stage_name)
+        env = cluster.env(cpu=self.gpus_per_worker <= 0, staged=bool(job_url))
         if job_url:
             ray_staging.stage_job(job, job_url, job_file)
             context.log.info(f"training job and its inputs staged at {job_url}")
-            env |= self.staging_env()
         else:
             job.save(job_file)
-        try:
-            summary = self._run(context, client, job, job_file, env, submission_id, job_url, log_points)
+        with ray_staging.discarded_on_error(job_url):
+            summary = self._run(context, cluster, client, job, job_file, env, submission_id, job_url, log_points)
             if job_url:
                 ray_staging.collect_output(job_url, Path(job.output_dir))
-        except BaseException:
-            if job_url:
-                ray_staging.discard(job_url)
-            raise
         return summary
 
-    def staging_env(self) -> dict[str, str]:
-        """What a staged job needs to reach the bucket (this step's AWS variables) and where it keeps its files.
-        They travel in the job's runtime_env: visible to whoever can read the cluster's job list."""
-        env = {name: os.environ[name] for name in AWS_VARIABLES if os.environ.get(name)}
-        return env | ({ray_staging.SCRATCH_ENV: self.worker_scratch} if self.worker_scratch else {})
-
-    def _run(self, context, client, job: TrainJob, job_file: Path, env: dict, submission_id: str,
-             job_url: str | None, log_points) -> TrainingSummary:
+    def _run(self, context, cluster: RayCluster, client, job: TrainJob, job_file: Path, env: dict,
+             submission_id: str, job_url: str | None, log_points) -> TrainingSummary:
         from dagster_ray import PipesRayJobMessageReader
-        from ray.job_submission import JobStatus
 
         with dg.open_pipes_session(context=context, context_injector=dg.PipesEnvContextInjector(),
                                    message_reader=PipesRayJobMessageReader()) as session:
@@ -146,28 +132,8 @@ class RayTrainingLauncher(dg.ConfigurableResource):
             job_id = client.submit_job(**params)
             session.report_launched({"extras": {"ray_job_id": job_id, "ray_address": client.get_address()}})
             context.log.info(f"Ray job {job_id} submitted to {self.address}: {params['entrypoint']}")
-            try:
-                while not (status := client.get_job_status(job_id)).is_terminal():
-                    relay.forward_metrics()
-                    time.sleep(self.relay_interval_s)
-            except BaseException:  # forwarding failed, or the run was terminated: stop the Ray job too
-                self._stop(context, client, job_id)
-                raise
+            status = cluster.wait(client, job_id, relay.forward_metrics, context.log.warning)
         relay.forward_metrics()  # what the reader picked up while the session closed
-        if status != JobStatus.SUCCEEDED:
-            info = client.get_job_info(job_id)
-            log_tail = client.get_job_logs(job_id)[-LOG_TAIL_CHARS:]
-            raise RuntimeError(f"Ray job {job_id} for {job.recipe} ended {status.value}: {info.message} "
-                               f"(job file {job_file})\n--- end of the job's log ---\n{log_tail}")
+        cluster.check(client, job_id, status, f"{job.recipe} (job file {job_file})")
         context.log.info(f"Ray job {job_id} {status.value}")
         return relay.summary(job_file)
-
-    def _stop(self, context, client, job_id: str) -> None:
-        """Ray SIGTERMs the entrypoint, then SIGKILLs it; its Train workers and queue die with the driver."""
-        context.log.warning(f"stopping Ray job {job_id}")
-        client.stop_job(job_id)
-        deadline = time.monotonic() + self.termination_timeout_s
-        while not client.get_job_status(job_id).is_terminal() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        context.log.warning(f"Ray job {job_id}: {client.get_job_status(job_id).value}")
-

@@ -53,7 +53,7 @@ SLOW = frozenset({  # paths relative to tests/, whole modules or module::test
 ENGINES = frozenset({
     "test_shared_nothing.py", "test_object_storage.py", "test_cluster_routing.py", "test_postgres_storage.py",
     "resources/test_ray_launcher.py", "resources/test_object_checkpoints.py", "resources/test_object_tables.py",
-    "pipelines/test_ray_staging.py", "pipelines/test_vllm_backend.py",
+    "pipelines/test_ray_staging.py", "pipelines/test_vllm_backend.py", "pipelines/test_ray_generation.py",
 })
 _renamed = sorted(path for path in ENGINES if not (TESTS_DIR / path).exists())
 if _renamed:  # a renamed module would otherwise drop out of make test-engines and run in make test unnoticed

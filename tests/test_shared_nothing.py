@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pipelines.definitions import PROJECT_ROOT, all_assets
-from tests.fixtures.ray import start_ray_head
+from tests.fixtures.ray import running_ray_head
 from tests.fixtures.s3 import start_s3_server
 
 pytestmark = pytest.mark.slow
@@ -41,12 +41,8 @@ def s3():
 
 @pytest.fixture
 def ray_head():
-    head = start_ray_head()
-    try:
+    with running_ray_head() as head:
         yield head
-    finally:
-        head.stop()
-        assert not head.processes(), "the Ray head left processes running"
 
 
 def dagster_instance_yaml(postgres, database: str) -> str:

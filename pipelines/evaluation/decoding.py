@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pipelines.data.formats import THINK_CLOSE, THINK_OPEN
 from pipelines.evaluation.backends import BACKENDS, HF, TransformersBackend, load_backend
+from pipelines.evaluation import ray_generation
 from pipelines.evaluation.cot_decoding import cot_decode_batch
 from pipelines.evaluation.prompts import BASE, build_prompt
 from pipelines.training.chat_options import ChatOptions
@@ -95,8 +96,17 @@ def generate_samples(variant: str, model_dir: Path, items: list[dict], decoding:
                      model_version: str, chat: ChatOptions | None = None,
                      exemplars: list[dict] | tuple = ()) -> list[dict]:
     """One row per (item, sample): the stored generations that every grader later reads. ``chat``:
-    see ``prompt_options`` (default: the checkpoint's recorded system prompt and template kwargs)."""
+    see ``prompt_options`` (default: the checkpoint's recorded system prompt and template kwargs).
+    Generated here, or by a Ray job with ``LLM_LINEAGE_GENERATION_ON=ray`` (``ray_generation.py``): the same rows."""
     chat = prompt_options(variant, model_dir, chat)
+    if ray_generation.on_ray():
+        return ray_generation.generate_on_ray(variant, model_dir, items, decoding, model_version, chat, list(exemplars))
+    return generate_here(variant, model_dir, items, decoding, model_version, chat, exemplars)
+
+
+def generate_here(variant: str, model_dir: Path, items: list[dict], decoding: Decoding, model_version: str,
+                  chat: ChatOptions, exemplars: list[dict] | tuple = ()) -> list[dict]:
+    """``generate_samples`` in this process."""
     backend = load_backend(decoding.backend, model_dir)
     tokenizer = backend.tokenizer
     common = {"variant": variant, "model_version": model_version, "decoding": decoding.describe(),

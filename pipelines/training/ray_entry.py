@@ -58,9 +58,9 @@ def train_worker(config: dict) -> None:
         return train.main(["--job", str(job_file)], message_writer=writer)
 
     if config.get("job_url"):  # no shared disk: this worker's own copy of the inputs; rank 0 uploads the output
-        from pipelines.training.ray_staging import staged_training
+        from pipelines.training.ray_staging import run_staged
 
-        if staged_training(config["job_url"], f"rank-{rank}", run, upload=rank == 0) != 0:
+        if run_staged(config["job_url"], f"rank-{rank}", run, upload=rank == 0) != 0:
             raise RuntimeError(f"the trainer of rank {rank} failed")
     else:
         run(config["job"])

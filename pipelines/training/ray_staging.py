@@ -1,28 +1,31 @@
 """Ray jobs without a disk shared with the Dagster host: the job, its inputs and its output travel through the bucket.
 
-Host (the Dagster step, ``stage_job``): uploads the job's data file, tokenizer or starting model directory and
-chat-template file under ``<url>/inputs/`` and the job itself, every path in it relative, as ``<url>/job.json``.
-Worker (the Ray job, ``staged_training``): downloads those into its own scratch directory (``LLM_LINEAGE_SCRATCH``
-on the worker, else its temp dir), points the job there, runs the unchanged trainer, and rank 0 uploads the
-output directory to ``<url>/output/``. Host again (``collect_output``): downloads that into the checkpoint's
-staging directory, publishes as usual, and deletes ``<url>``. The worker keeps only ``fetched.json`` (what it
-downloaded, from where) of its scratch directory: a model per job would fill a node's disk.
+Host (the Dagster step, ``stage``): uploads the files and directories a job's input fields name (a training job's
+data file, tokenizer or starting model and chat-template file; a generation job's checkpoint and chat template)
+under ``<url>/inputs/`` and the job itself, every path in it relative, as ``<url>/job.json``. Worker (the Ray job,
+``run_staged``): downloads those into its own scratch directory (``LLM_LINEAGE_SCRATCH`` on the worker, else its
+temp dir), points the job there, runs it, and uploads its output directory to ``<url>/output/`` (rank 0 when
+several train). Host again (``collect_output``): downloads that into the checkpoint's staging directory (or the
+generations' temp dir) and deletes ``<url>``. The worker keeps only ``fetched.json`` (what it downloaded, from
+where) of its scratch directory: a model per job would fill a node's disk.
 
-Single worker: ``python -m pipelines.training.ray_staging --job-url URL`` (the Ray job's entrypoint); N Ray Train
-workers: ``pipelines/training/ray_entry.py --job-url URL``, each worker fetching into a directory of its own.
-The resumable trainer checkpoints stay on the worker's scratch, so a job restarted on another node starts over.
-Imports no Dagster itself: fsspec (``pipelines/object_store.py``) and the trainer.
+Training, single worker: ``python -m pipelines.training.ray_staging --job-url URL`` (the Ray job's entrypoint); N
+Ray Train workers: ``pipelines/training/ray_entry.py --job-url URL``, each worker fetching into a directory of its
+own; generation: ``pipelines/evaluation/ray_generation.py``. The resumable trainer checkpoints stay on the worker's
+scratch, so a job restarted on another node starts over. Imports no Dagster itself: fsspec
+(``pipelines/object_store.py``) and the trainer.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +38,9 @@ SCRATCH_ENV = "LLM_LINEAGE_SCRATCH"
 JOB_OBJECT = "job.json"
 INPUTS, OUTPUT = "inputs", "output"
 FETCHED_RECORD = "fetched.json"
-INPUT_FIELDS = ("data_file", "tokenizer_dir", "model_dir")  # what the trainer reads; output_dir and work_dir it writes
+# A job's fields naming host files it reads (dotted: nested) and directories it writes, in its JSON
+TRAIN_INPUTS = ("data_file", "tokenizer_dir", "model_dir", "chat.chat_template_file")
+TRAIN_OUTPUTS = {"output_dir": OUTPUT, "work_dir": "work"}
 
 
 def _put(local: Path, url: str, name: str) -> str:
@@ -44,7 +49,7 @@ def _put(local: Path, url: str, name: str) -> str:
         upload_tree(local, f"{url}/{INPUTS}/{name}")
         return f"{INPUTS}/{name}"
     if not local.is_file():
-        raise FileNotFoundError(f"the training job's {name} {local} does not exist on this host: nothing to stage")
+        raise FileNotFoundError(f"the job's {name} {local} does not exist on this host: nothing to stage")
     reference = f"{INPUTS}/{name}/{local.name}"
     _put_file(local, f"{url}/{reference}")
     return reference
@@ -58,20 +63,35 @@ def _put_file(local: Path, url: str) -> None:
         raise unavailable("upload to", url, error) from error
 
 
-def stage_job(job: TrainJob, url: str, job_file: Path) -> TrainJob:
-    """Upload what ``job`` reads and the job (saved at ``job_file`` too, for the record); returns the staged job,
-    whose paths are relative to the directory the worker fetches it into."""
-    changes = {"output_dir": OUTPUT, "work_dir": "work"}
-    for field in INPUT_FIELDS:
-        if value := getattr(job, field):
-            changes[field] = _put(Path(value), url, field)
-    if job.chat is not None and job.chat.chat_template_file:
-        changes["chat"] = replace(job.chat, chat_template_file=_put(Path(job.chat.chat_template_file), url,
-                                                                     "chat_template"))
-    staged = replace(job, **changes)
-    staged.save(job_file)
+def _field(raw: dict, key: str) -> tuple[dict, str]:
+    """The dict holding the dotted field ``key`` of a job (``chat.chat_template_file``), and the field's name."""
+    *parents, name = key.split(".")
+    for parent in parents:
+        raw = raw.get(parent) or {}
+    return raw, name
+
+
+def stage(raw: dict, inputs: tuple[str, ...], outputs: dict[str, str], url: str, job_file: Path) -> dict:
+    """Upload what the ``inputs`` fields of the job ``raw`` name, then the job with those fields and its ``outputs``
+    ({field: directory}) relative to the directory the worker fetches it into, as ``<url>/job.json`` (saved at
+    ``job_file`` too)."""
+    staged = copy.deepcopy(raw)
+    for key in inputs:
+        holder, name = _field(staged, key)
+        if holder.get(name):
+            holder[name] = _put(Path(holder[name]), url, name)
+    staged |= outputs
+    job_file.write_text(json.dumps(staged, indent=2))
     _put_file(job_file, f"{url}/{JOB_OBJECT}")
     return staged
+
+
+def stage_job(job: TrainJob, url: str, job_file: Path) -> TrainJob:
+    """``stage`` for a training job; returns the staged job."""
+    from pipelines.training.job import TrainJob
+
+    stage(json.loads(job.save(job_file).read_text()), TRAIN_INPUTS, TRAIN_OUTPUTS, url, job_file)
+    return TrainJob.load(job_file)
 
 
 def collect_output(url: str, output_dir: Path) -> None:
@@ -91,6 +111,17 @@ def discard(url: str) -> None:
         pass
 
 
+@contextmanager
+def discarded_on_error(url: str | None) -> Iterator[None]:
+    """Around a staged job's run and ``collect_output``: ``url``'s files are discarded if they fail or are stopped."""
+    try:
+        yield
+    except BaseException:
+        if url:
+            discard(url)
+        raise
+
+
 def scratch_root() -> Path:
     """This worker's local directory for staged jobs: ``LLM_LINEAGE_SCRATCH``, else the temp dir."""
     return Path(os.environ.get(SCRATCH_ENV) or Path(tempfile.gettempdir()) / "llm-lineage")
@@ -105,35 +136,35 @@ def _local(directory: Path, reference: str) -> str:
     return str(directory / reference) if reference and not Path(reference).is_absolute() else reference
 
 
-def fetch_job(url: str, directory: Path) -> Path:
-    """Download the staged job and its inputs into ``directory``; returns the job file, its paths made local."""
+def fetch_job(url: str, directory: Path, fields: tuple[str, ...]) -> Path:
+    """Download the staged job and its inputs into ``directory``; returns the job file, its ``fields`` made local."""
     directory.mkdir(parents=True, exist_ok=True)
     fs, key = open_object_store(f"{url}/{JOB_OBJECT}")
     try:
         raw = json.loads(fs.cat_file(key))
     except FileNotFoundError:
-        raise FileNotFoundError(f"no staged training job at {url}/{JOB_OBJECT}") from None
+        raise FileNotFoundError(f"no staged job at {url}/{JOB_OBJECT}") from None
     except Exception as error:
         raise unavailable("read", f"{url}/{JOB_OBJECT}", error) from error
     files = download_tree(f"{url}/{INPUTS}", directory / INPUTS)
-    for field in (*INPUT_FIELDS, "output_dir", "work_dir"):
-        if raw.get(field):
-            raw[field] = _local(directory, raw[field])
-    if (raw.get("chat") or {}).get("chat_template_file"):
-        raw["chat"]["chat_template_file"] = _local(directory, raw["chat"]["chat_template_file"])
+    for key in fields:
+        holder, name = _field(raw, key)
+        if holder.get(name):
+            holder[name] = _local(directory, holder[name])
     job_file = directory / JOB_OBJECT
     job_file.write_text(json.dumps(raw, indent=2))
     (directory / FETCHED_RECORD).write_text(json.dumps({"url": url, "files": files}, indent=1))
     return job_file
 
 
-def staged_training(url: str, place: str, train: Callable[[Path], int], upload: bool) -> int:
-    """Fetch, ``train(job_file)``, upload the output when ``upload`` (rank 0), then free the scratch directory
+def run_staged(url: str, place: str, run: Callable[[Path], int], upload: bool,
+               fields: tuple[str, ...] = (*TRAIN_INPUTS, *TRAIN_OUTPUTS)) -> int:
+    """Fetch, ``run(job_file)``, upload the output when ``upload`` (rank 0), then free the scratch directory
     (``fetched.json`` stays, as the record of what this worker fetched)."""
     directory = job_directory(url, place)
-    job_file = fetch_job(url, directory)
+    job_file = fetch_job(url, directory, fields)
     try:
-        code = train(job_file)
+        code = run(job_file)
         if upload and code == 0:
             upload_tree(Path(json.loads(job_file.read_text())["output_dir"]), f"{url}/{OUTPUT}")
         return code
@@ -149,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from pipelines.training import train
 
-    return staged_training(args.job_url, "rank-0", lambda job_file: train.main(["--job", str(job_file)]), upload=True)
+    return run_staged(args.job_url, "rank-0", lambda job_file: train.main(["--job", str(job_file)]), upload=True)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def test_a_staged_job_is_fetched_into_the_worker_scratch_and_its_output_comes_ba
         (out / "nested" / "training_summary.json").write_text("{}")
         return 0
 
-    assert ray_staging.staged_training(url, "rank-0", trainer, upload=True) == 0
+    assert ray_staging.run_staged(url, "rank-0", trainer, upload=True) == 0
     directory = worker / "ray_jobs" / "llm-lineage-sft-1234" / "rank-0"
     assert Path(seen["job"].model_dir).is_relative_to(directory) and Path(seen["job"].data_file).is_relative_to(directory)
     assert seen["weights"] == (Path(job.model_dir) / "sub" / "weights.bin").read_bytes()
@@ -94,7 +94,7 @@ def test_a_failed_trainer_uploads_nothing_and_the_host_says_where_it_looked(s3, 
     url = f"s3://{BUCKET}/jobs/llm-lineage-sft-failed"
     ray_staging.stage_job(_host_job(host), url, host / "work" / "job.json")
     monkeypatch.setenv(ray_staging.SCRATCH_ENV, str(tmp_path / "worker"))
-    assert ray_staging.staged_training(url, "rank-0", lambda job_file: 1, upload=True) == 1
+    assert ray_staging.run_staged(url, "rank-0", lambda job_file: 1, upload=True) == 1
     with pytest.raises(RuntimeError, match=f"uploaded no output to {url}/output/"):
         ray_staging.collect_output(url, host / "staging")
     ray_staging.discard(url)

@@ -19,7 +19,7 @@ from pipelines.definitions import PROJECT_ROOT, all_assets, all_checks, default_
 from pipelines.profiles import SMOKE
 from pipelines.training.job import TrainJob, write_rows
 from resources import RayTrainingLauncher
-from tests.fixtures.ray import start_ray_head
+from tests.fixtures.ray import running_ray_head
 
 pytestmark = pytest.mark.slow
 UPSTREAM = ["raw_problems", "eval_suites", "training_problems", "raw_corpus", "tokenizer"]
@@ -27,13 +27,8 @@ UPSTREAM = ["raw_problems", "eval_suites", "training_problems", "raw_corpus", "t
 
 @pytest.fixture(scope="module")
 def ray_head():
-    head = start_ray_head()
-    print(f"Ray head answered in {head.started_in_s:.1f}s")
-    try:
+    with running_ray_head() as head:
         yield head
-    finally:
-        head.stop()
-        assert not head.processes(), "the Ray head left processes running"
 
 
 @pytest.fixture(scope="module")
