@@ -1,7 +1,8 @@
 """Eval generation on Ray (``LLM_LINEAGE_GENERATION_ON=ray``, pipelines/evaluation/ray_generation.py): eval_instruct
 materialized with its generation as a Ray job of a real local Ray head (tests/fixtures/ray.py), once on shared paths
-and once staged through an S3 bucket (moto) into the worker's own scratch. The Ray job SUCCEEDED, and the step stored
-the same greedy generations, row for row, as the same step generating in its own process."""
+and once staged through an S3 bucket (moto) into the worker's own scratch, and with the ``vllm`` backend (the node's vLLM
+virtualenv). The Ray job SUCCEEDED, and the step stored the same greedy generations, row for row, as the same step
+generating in its own process."""
 
 from __future__ import annotations
 
@@ -40,13 +41,13 @@ def model(tmp_path_factory) -> Path:
     return save_llama3_instruct(tmp_path_factory.mktemp("published") / "Llama-3-Instruct", hidden=128)
 
 
-def _materialize_eval(home: Path, model: Path) -> list[dict]:
-    """raw_problems, eval_suites (the smoke suites and 8 GSM8K items) and eval_instruct (greedy, on ``model``) into a fresh ``home``;
-    the generations the eval step stored."""
+def _materialize_eval(home: Path, model: Path, backend: str = "hf") -> list[dict]:
+    """raw_problems, eval_suites (the smoke suites and 8 GSM8K items) and eval_instruct (greedy, on ``model``) into a
+    fresh ``home``; the generations the eval step stored."""
     resources = default_resources(home, profile="smoke", tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     ops = {"eval_suites": {"config": {"builtin_suites": ["gsm8k"], "builtin_limit": 8}},
            "eval_instruct": {"config": {"published_model": str(model), "method": "greedy", "samples": 1,
-                                        "max_new_tokens": 16, "few_shot": 0}}}
+                                        "max_new_tokens": 16, "few_shot": 0, "backend": backend}}}
     started = time.monotonic()
     result = dg.materialize([raw_problems, eval_suites, eval_instruct], resources=resources, run_config={"ops": ops})
     print(f"eval_instruct materialized ({os.environ.get(GENERATION_ON_ENV) or 'local'}): "
@@ -121,3 +122,23 @@ def test_eval_generation_runs_as_a_ray_job_staged_through_a_bucket(ray_head, mod
     assert [p.name for p in directory.iterdir()] == ["fetched.json"]
     files = json.loads((directory / "fetched.json").read_text())["files"]
     assert "model_dir/config.json" in files and "model_dir/model.safetensors" in files, sorted(files)
+
+
+def test_vllm_generation_runs_as_a_ray_job_with_the_nodes_vllm_environment(ray_head, model, local_rows, tmp_path,
+                                                                           monkeypatch):
+    """Backend ``vllm``: the Ray job starts the node's vLLM worker (vllm_launch.py, its own virtualenv); greedy in
+    float32, its outputs equal hf's (tests/pipelines/test_vllm_backend.py)."""
+    from pipelines.evaluation.vllm_launch import MAKE_TARGET, VllmSettings
+
+    if not VllmSettings.from_env().python.exists():
+        pytest.fail(f"the vLLM virtualenv is missing: run `{MAKE_TARGET}` (make test-engines does)")
+    before = _generation_jobs(ray_head)
+    monkeypatch.setenv(GENERATION_ON_ENV, "ray")
+    monkeypatch.setenv("LLM_LINEAGE_RAY_ADDRESS", ray_head.address)
+    monkeypatch.setenv("LLM_LINEAGE_SCRATCH", str(tmp_path / "host_scratch"))
+    rows = _materialize_eval(tmp_path / "lineage", model, backend="vllm")
+
+    [job] = [job for key, job in _generation_jobs(ray_head).items() if key not in before]
+    assert job.status.value == "SUCCEEDED" and job.metadata["backend"] == "vllm", job.message
+    assert all('"backend": "vllm"' in row["decoding"] for row in rows)
+    assert [{**row, "decoding": None} for row in rows] == [{**row, "decoding": None} for row in local_rows]
