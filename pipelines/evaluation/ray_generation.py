@@ -43,6 +43,7 @@ PLACES = ("local", "ray")
 RESULT = "rows.json"
 INPUTS = ("model_dir", "chat.chat_template_file")
 OUTPUTS = {"output_dir": ray_staging.OUTPUT}
+ENTRY = "pipelines.evaluation.ray_generation"  # this module, the Ray job's entrypoint
 
 
 def on_ray(environ: Mapping[str, str] = os.environ) -> bool:
@@ -72,8 +73,8 @@ def generate_on_ray(variant: str, model_dir: Path, items: list[dict], decoding: 
         else:
             job_file.write_text(json.dumps(job))
         with ray_staging.discarded_on_error(job_url):
-            entry = ["--job-url", job_url] if job_url else ["--job", str(job_file)]
-            params = {"entrypoint": shlex.join([cluster.interpreter, "-m", "pipelines.evaluation.ray_generation", *entry]),
+            entry = ["-m", ENTRY, *(["--job-url", job_url] if job_url else ["--job", str(job_file)])]
+            params = {"entrypoint": shlex.join([cluster.interpreter, *entry]),
                       "runtime_env": {"env_vars": cluster.env(cpu=gpus <= 0, staged=bool(job_url))},
                       "submission_id": submission_id, "entrypoint_num_cpus": 1,
                       "metadata": {"llm_lineage": "generation", "variant": variant, "backend": decoding.backend,
@@ -82,7 +83,8 @@ def generate_on_ray(variant: str, model_dir: Path, items: list[dict], decoding: 
                 params["entrypoint_num_gpus"] = gpus
             client = cluster.client()
             job_id = client.submit_job(**params)
-            print(f"Ray job {job_id} generating eval_{variant} on {cluster.address}: {params['entrypoint']}", flush=True)
+            print(f"Ray job {job_id} generating eval_{variant} on {cluster.address}: {params['entrypoint']}",
+                  flush=True)
             cluster.check(client, job_id, cluster.wait(client, job_id), f"eval_{variant}'s generation")
             if job_url:
                 ray_staging.collect_output(job_url, directory / ray_staging.OUTPUT)

@@ -1,8 +1,8 @@
 """Eval generation on Ray (``LLM_LINEAGE_GENERATION_ON=ray``, pipelines/evaluation/ray_generation.py): eval_instruct
 materialized with its generation as a Ray job of a real local Ray head (tests/fixtures/ray.py), once on shared paths
-and once staged through an S3 bucket (moto) into the worker's own scratch, and with the ``vllm`` backend (the node's vLLM
-virtualenv). The Ray job SUCCEEDED, and the step stored the same greedy generations, row for row, as the same step
-generating in its own process."""
+and once staged through an S3 bucket (moto) into the worker's own scratch, and with the ``vllm`` backend (the node's
+vLLM virtualenv). The Ray job SUCCEEDED, and the step stored the same greedy generations, row for row, as the same
+step generating in its own process."""
 
 from __future__ import annotations
 
