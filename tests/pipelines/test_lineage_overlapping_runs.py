@@ -60,10 +60,12 @@ def _wait_for(path: Path) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def overlapped(tmp_path):
-    """Runs A (held in downstream_report), B (upstream only, while A is held), then C (downstream again)."""
-    state, home = tmp_path / "state", tmp_path / "dagster_home"
+@pytest.fixture(scope="module")
+def overlapped(tmp_path_factory):
+    """Runs A (held in downstream_report), B (upstream only, while A is held), then C (downstream again); once for
+    the module (~60 s), since the tests only read the instance."""
+    root = tmp_path_factory.mktemp("overlapped")
+    state, home = root / "state", root / "dagster_home"
     state.mkdir(), home.mkdir()
     assets = _assets(state)
     value = state / "value.txt"
