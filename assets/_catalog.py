@@ -7,6 +7,8 @@ The versions are the constants the steps already bump when their output changes 
 (the training fingerprint's, the generation and grading caches'), so one bump serves both the reuse
 logic and Dagster. Every asset must be listed (``tests/test_definitions.py``)."""
 
+from assets.self_improvement import ROUNDS
+from pipelines.data.self_improvement import VERIFIER_VERSION
 from pipelines.data.user_data import CODE_VERSION as USER_DATA
 from pipelines.evaluation.versioning import GENERATION_CODE_VERSION as GENERATION
 from pipelines.evaluation.versioning import GRADING_CODE_VERSION as GRADING
@@ -26,8 +28,12 @@ CODE_VERSIONS = {
     "eval_scores": GRADING, "eval_report": GRADING, "lineage_report": AUDIT,
     "instruct_candidate": PROMOTION, "instruct_champion": PROMOTION,
     "reasoning_candidate": PROMOTION, "reasoning_champion": PROMOTION,
+    # self-improvement rounds: samples are generated and verified; a checkpoint is trained, then validated by sampling
+    **{f"reasoning_round_{k}_samples": f"{DATA}+{GENERATION}+{GRADING}+{VERIFIER_VERSION}" for k in range(1, ROUNDS + 1)},
+    **{f"reasoning_round_{k}_checkpoint": f"{TRAINING}+{GENERATION}" for k in range(1, ROUNDS + 1)},
+    **{f"eval_reasoning_round_{k}": GENERATION for k in range(ROUNDS)},
 }
 
 # Who answers for an asset, by stage (Dagster's owners: "team:" names or e-mail addresses).
 OWNERS = {"raw": ["team:data"], "datasets": ["team:data"], "checkpoints": ["team:training"],
-          "evals": ["team:evaluation"]}
+          "self_improvement": ["team:training"], "evals": ["team:evaluation"]}

@@ -26,6 +26,8 @@ from pipelines.training.plots import loss_curve_png, png_markdown, start_loading
 from pipelines.training.recipes import TrainingSummary
 from resources import CheckpointStore, MLflowTracking, TrainingLauncher
 
+EVALUATION = "evaluation"  # lineage.json: figures measured on the weights before they were published
+
 
 class TrainOverrides(dg.Config):
     """Launchpad overrides for a training stage; unset fields take the active profile's values. Sizes and
@@ -120,8 +122,12 @@ def _reuse_if_unchanged(context, name: str, fingerprint: str, checkpoints: Check
 
 def build_checkpoint(context: dg.AssetExecutionContext, name: str, fingerprint: str, params: dict,
                      build: Callable[[Path, object], list[TrainingSummary]], checkpoints: CheckpointStore,
-                     mlflow: MLflowTracking, lineage: dict | None = None) -> dg.MaterializeResult:
-    """Reuse, or run ``build(staging_dir, mlflow_run)`` in an MLflow run and publish the directory."""
+                     mlflow: MLflowTracking, lineage: dict | None = None,
+                     evaluate: Callable[[Path], dict[str, float]] | None = None) -> dg.MaterializeResult:
+    """Reuse, or run ``build(staging_dir, mlflow_run)`` in an MLflow run and publish the directory.
+
+    ``evaluate(staging_dir)``: figures measured on the built weights before they are published (a held-out
+    check); recorded in lineage.json under ``evaluation``, logged to the run and shown as metadata."""
     reused = _reuse_if_unchanged(context, name, fingerprint, checkpoints)
     if reused is not None:
         return reused
@@ -134,9 +140,13 @@ def build_checkpoint(context: dg.AssetExecutionContext, name: str, fingerprint: 
             record = {"fingerprint": fingerprint, "dagster_run_id": context.run.run_id, "mlflow_run_id": run.run_id,
                       "params": params, **(lineage or {})}
             (staging / LINEAGE_FILE).write_text(json.dumps(record, indent=2, default=str))
+            evaluation = evaluate(staging) if evaluate else {}  # loads the weights as published: record included
+            if evaluation:
+                (staging / LINEAGE_FILE).write_text(json.dumps(record | {EVALUATION: evaluation}, indent=2, default=str))
             metrics = {}
             for summary in summaries:
                 metrics.update({f"{summary.recipe}/{key}": value for key, value in summary.metrics().items()})
+            metrics.update({f"{EVALUATION}/{key}": value for key, value in evaluation.items()})
             run.log_metrics(metrics)
             plot_md = {}
             curves = {s.recipe: s.loss_history for s in summaries if s.loss_history}
@@ -156,7 +166,8 @@ def build_checkpoint(context: dg.AssetExecutionContext, name: str, fingerprint: 
 
 def train_stages(context: dg.AssetExecutionContext, name: str, start_dir: Path | None, stages: list[TrainJob],
                  checkpoints: CheckpointStore, mlflow: MLflowTracking, launcher: TrainingLauncher,
-                 params: dict) -> dg.MaterializeResult:
+                 params: dict, lineage: dict | None = None,
+                 evaluate: Callable[[Path], dict[str, float]] | None = None) -> dg.MaterializeResult:
     """Chain training stages (each a Pipes subprocess); the last one's output is checkpoint ``name``.
 
     Earlier stages are kept as ``stages/<stage>/`` inside the published directory. Each job gets what the
@@ -186,7 +197,7 @@ def train_stages(context: dg.AssetExecutionContext, name: str, start_dir: Path |
     if stages[-1].chat is not None:
         params = params | {f"chat.{key}": value for key, value in stages[-1].chat.record().items()}
     result = build_checkpoint(context, name, fingerprint, params, build, checkpoints, mlflow,
-                              stages_lineage(stages, trust))
+                              stages_lineage(stages, trust) | (lineage or {}), evaluate)
     shutil.rmtree(work_root, ignore_errors=True)  # resume state is only needed until the publish succeeds
     return result
 

@@ -16,13 +16,14 @@ from assets._automation import UPSTREAM_DATA_CHANGED
 from assets._pools import ACCELERATOR
 from assets._lineage import recorded
 from assets._metadata import metadata_of_build, mlflow_metadata, preview, table
-from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint
+from assets.checkpoints import base_checkpoint, instruct_checkpoint
+from assets.self_improvement import checkpoints_by_round, rounds_with_validation
 from assets._tables import read_published
 from assets.datasets import eval_suites, training_problems
 from pipelines.evaluation.decoding import generate_samples, prompt_options, shot_settings
 from pipelines.evaluation.gating import answer_types
 from pipelines.evaluation.graders import item_tolerances
-from pipelines.evaluation.prompts import BASE, INSTRUCT, REASONING, few_shot_exemplars
+from pipelines.evaluation.prompts import BASE, INSTRUCT, REASONING, few_shot_exemplars, round_variant
 from pipelines.evaluation.reporting import build_report, embed_png
 from pipelines.evaluation.scoring import grade_generations, mark_primary, perturbation_drops, score
 from pipelines.evaluation.summary import SUMMARY_COLUMNS, SUMMARY_TABLE, metric_points, summary_columns, summary_rows
@@ -163,10 +164,13 @@ def build_eval_asset(variant: str, checkpoint: dg.AssetsDefinition) -> dg.Assets
 
 eval_base = build_eval_asset(BASE, base_checkpoint)
 eval_instruct = build_eval_asset(INSTRUCT, instruct_checkpoint)
-eval_reasoning = build_eval_asset(REASONING, reasoning_checkpoint)
+# the reasoning branch round by round (round 0: reasoning_checkpoint); the last round is eval_reasoning
+round_evals = [build_eval_asset(round_variant(index), checkpoint) for index, checkpoint in enumerate(checkpoints_by_round[:-1])]
+eval_reasoning = build_eval_asset(REASONING, checkpoints_by_round[-1])
 
 
-@dg.asset(group_name="evals", deps=[eval_base, eval_instruct, eval_reasoning], kinds={"duckdb", "mlflow"},
+@dg.asset(group_name="evals", deps=[eval_base, eval_instruct, *round_evals, eval_reasoning],
+          kinds={"duckdb", "mlflow"},
           automation_condition=UPSTREAM_DATA_CHANGED)
 def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: MLflowTracking,
                 profile: LineageProfile) -> dg.MaterializeResult:
@@ -211,13 +215,16 @@ def eval_report(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoi
     """Markdown + HTML report with the paper's tables and plots; in Dagster and as MLflow artifacts.
     Published as a version named by the scores' fingerprint, so unchanged scores reuse it."""
     scores = duckdb.rows(SCORES_TABLE)
-    fingerprint = scores[0]["scores_fingerprint"]  # one per scores table: the report is a function of it
+    round_rows = rounds_with_validation(duckdb, checkpoints)
+    # the report is a function of the scores table (one fingerprint) and of what the rounds sampled and kept
+    fingerprint = scores[0]["scores_fingerprint"] if not round_rows else \
+        content_fingerprint([scores[0]["scores_fingerprint"], round_rows])
     if checkpoints.has_current("eval_report") and checkpoints.current("eval_report").name == fingerprint:
         published = checkpoints.current("eval_report")
         return recorded(_reused(context, "eval_report", fingerprint, {
             "report": dg.MetadataValue.md((published / "report.md").read_text()),
             "report_html": dg.MetadataValue.path(str(published / "report.html"))}))
-    report = build_report(scores, duckdb.rows(PERTURBATION_TABLE))
+    report = build_report(scores, duckdb.rows(PERTURBATION_TABLE), round_rows)
     with checkpoints.publish("eval_report", version=fingerprint) as staging:
         (staging / "report.md").write_text(report.markdown)
         (staging / "report.html").write_text(report.html)
@@ -227,6 +234,9 @@ def eval_report(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoi
     with mlflow.start_run(run_name="eval_report", tags=mlflow.dagster_tags(context)) as run:
         for path in sorted(published.iterdir()):
             run.log_artifact(path)
+        if round_rows:  # the rounds as a table in MLflow too, beside the report's plot
+            run.log_table({column: [row.get(column) for row in round_rows] for column in round_rows[0]},
+                          "self_improvement_rounds.json")
     plots = "\n\n".join(embed_png(png, name) for name, png in report.plots.items())
     return recorded(dg.MaterializeResult(data_version=dg.DataVersion(fingerprint), metadata={
         "reused": False, "fingerprint": fingerprint,

@@ -13,7 +13,8 @@ from pydantic import Field
 from assets._automation import UPSTREAM_DATA_CHANGED
 from assets._lineage import recorded
 from assets._tables import require_passed_on_latest
-from assets.checkpoints import instruct_checkpoint, reasoning_checkpoint
+from assets.checkpoints import instruct_checkpoint
+from assets.self_improvement import final_reasoning_checkpoint
 from assets.evals import SCORES_TABLE, eval_scores
 from pipelines.evaluation.gating import GateSettings, evaluate_checkpoint
 from pipelines.evaluation.prompts import INSTRUCT, REASONING
@@ -113,4 +114,6 @@ def build_promotion(variant: str, checkpoint: dg.AssetsDefinition) -> list:
 
 
 instruct_candidate, instruct_no_regression, instruct_champion = build_promotion(INSTRUCT, instruct_checkpoint)
-reasoning_candidate, reasoning_no_regression, reasoning_champion = build_promotion(REASONING, reasoning_checkpoint)
+# the final reasoning model: the last self-improvement round (reasoning_checkpoint when rounds are off)
+reasoning_candidate, reasoning_no_regression, reasoning_champion = build_promotion(REASONING,
+                                                                                 final_reasoning_checkpoint)

@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dagster as dg  # noqa: E402
 
-from assets import audit, checkpoints, datasets, evals, promotion, raw  # noqa: E402
+from assets import audit, checkpoints, datasets, evals, promotion, raw, self_improvement  # noqa: E402
 from assets._catalog import CODE_VERSIONS, OWNERS  # noqa: E402
 from pipelines.automation import (automation_sensor, dead_run_reaper, raw_data_sensor, retrain_job,  # noqa: E402
                                   weekly_retrain)
@@ -90,7 +90,7 @@ def default_resources(home: Path | None = None, profile: str | None = None,
     }
 
 
-LINEAGE_MODULES = (raw, datasets, checkpoints, evals, promotion, audit)
+LINEAGE_MODULES = (raw, datasets, checkpoints, self_improvement, evals, promotion, audit)
 
 
 def profile_version(name: str) -> str:

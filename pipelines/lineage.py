@@ -201,11 +201,13 @@ def _short_commit(commit: str) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = ["depth", "asset", "data_version", "dagster_run_id", "mlflow_run_id", "git_commit", "config_hash"]
+    header = ["depth", "asset", "data_version", "dagster_run_id", "mlflow_run_id", "git_commit", "config_hash",
+              "code_version"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [str(row["depth"]), row["asset"], row["data_version"], row["dagster_run_id"][:8],
-                 (row["mlflow_run_id"] or "-")[:8], _short_commit(row["git_commit"]), row["config_hash"]]
+                 (row["mlflow_run_id"] or "-")[:8], _short_commit(row["git_commit"]), row["config_hash"],
+                 row.get("code_version") or "-"]
         lines.append("| " + " | ".join(cells) + " |")
         for source in row["sources"]:
             cells = ["", f"↳ {source.get('published_model') or source['path']}", source["sha256"][:16],

@@ -22,6 +22,9 @@ import requests
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+# The test lineages run on smoke-profile resources: build the smoke profile's number of self-improvement rounds (1)
+# into the code location, here and in the Dagster CLI processes the tests start (assets/self_improvement.py).
+os.environ.setdefault("LLM_LINEAGE_ROUNDS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS_DIR = REPO_ROOT / "tests"

@@ -9,12 +9,13 @@ from pipelines.definitions import PROJECT_ROOT, defs, profile_version
 TRAINING_ASSETS = {"base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint"}
 
 
-def test_definitions_load_with_the_four_groups():
+def test_definitions_load_with_the_five_groups():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
-    assert set(groups.values()) == {"raw", "datasets", "checkpoints", "evals"}
+    assert set(groups.values()) == {"raw", "datasets", "checkpoints", "self_improvement", "evals"}
     assert groups["eval_report"] == "evals" and groups["reasoning_checkpoint"] == "checkpoints"
+    assert groups["reasoning_round_1_samples"] == groups["reasoning_round_1_checkpoint"] == "self_improvement"
 
 
 def test_every_asset_has_a_description():
@@ -103,6 +104,30 @@ def test_lineage_order_reasoning_branch_is_think_sft_then_preferences():
     assert parents("think_sft_checkpoint") == {"base_checkpoint", "think_dataset"}
     assert parents("reasoning_checkpoint") == {"think_sft_checkpoint", "think_dataset", "preference_dataset"}
     assert "think_sft_checkpoint" in parents("preference_dataset")  # on-policy pairs sample that model
+
+
+def test_self_improvement_rounds_chain_from_the_reasoning_checkpoint_to_the_gated_final_model():
+    from assets.self_improvement import build_rounds
+
+    graph = defs.resolve_asset_graph()
+
+    def parents(name):
+        return {key.to_user_string() for key in graph.get(dg.AssetKey(name)).parent_keys}
+
+    # round 1 samples round 0 (reasoning_checkpoint) and trains from it; the last round is the final model
+    assert parents("reasoning_round_1_samples") == {"reasoning_checkpoint", "think_dataset", "eval_suites"}
+    assert parents("reasoning_round_1_checkpoint") == {"reasoning_checkpoint", "reasoning_round_1_samples"}
+    assert "reasoning_round_1_checkpoint" in parents("eval_reasoning")
+    assert "reasoning_round_1_checkpoint" in parents("reasoning_candidate")  # the champion gate judges the final round
+    assert "reasoning_checkpoint" in parents("eval_reasoning_round_0")
+    assert {"eval_reasoning_round_0", "eval_reasoning"} <= parents("eval_scores")
+    # more rounds: each samples the one before it
+    assets, by_round = build_rounds(3)
+    names = [key.to_user_string() for a in assets for key in a.keys]
+    assert names == [f"reasoning_round_{k}_{kind}" for k in (1, 2, 3) for kind in ("samples", "checkpoint")]
+    assert {key.to_user_string() for key in assets[4].dependency_keys} >= {"reasoning_round_2_checkpoint"}
+    assert [c.key.to_user_string() for c in by_round] == ["reasoning_checkpoint"] + [
+        f"reasoning_round_{k}_checkpoint" for k in (1, 2, 3)]
 
 
 def test_workspace_yaml_validates_with_the_dagster_cli(tmp_path):

@@ -14,11 +14,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from pipelines.definitions import PROJECT_ROOT, all_assets, all_checks, default_resources
 from pipelines.profiles import SMOKE
 
-CHECKPOINTS = ("base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint")
-EVALS = ("eval_base", "eval_instruct", "eval_reasoning")
+CHECKPOINTS = ("base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint",
+               "reasoning_round_1_checkpoint")  # the smoke profile's one self-improvement round
+EVALS = ("eval_base", "eval_instruct", "eval_reasoning_round_0", "eval_reasoning")
 # the assets with an MLflow run of their own (a candidate registers a logged model of its checkpoint's training run)
 TRAINED_AND_EVALUATED = {"tokenizer", *CHECKPOINTS, *EVALS, "eval_scores", "eval_report"}
-VARIANTS = ("base", "instruct", "reasoning")
+VARIANTS = ("base", "instruct", "reasoning_round_0", "reasoning")  # the report's order
 SUITES = ("in_distribution", "perturbed", "domain_shift")
 GRADERS = ("exact", "flexible", "math_verify", "strict")
 
@@ -47,13 +48,13 @@ def test_instruct_and_reasoning_are_registered_and_promoted(lineage):
     registry = resources["mlflow"].registry()
     trained = {r.data.tags["dagster.asset_key"]: r.info.run_id for r in resources["mlflow"].runs(
         f"tags.`dagster.run_id` = '{result.run_id}'")}
-    for variant in ("instruct", "reasoning"):
+    # the reasoning champion is the final reasoning model: the last self-improvement round's checkpoint
+    for variant, checkpoint in (("instruct", "instruct_checkpoint"), ("reasoning", "reasoning_round_1_checkpoint")):
         champion = registry.champion(f"llm-lineage-{variant}")
-        assert champion is not None and champion.checkpoint_version == \
-            resources["checkpoints"].current(f"{variant}_checkpoint").name
+        assert champion is not None and champion.checkpoint_version == resources["checkpoints"].current(checkpoint).name
         assert set(champion.scores) == set(SUITES) and champion.tags["gate_passed_against"] == "none"
-        assert champion.run_id == trained[f"{variant}_checkpoint"] and champion.model_id  # the training run's model
-        assert champion.tags["dagster.asset_key"] == f"{variant}_checkpoint"
+        assert champion.run_id == trained[checkpoint] and champion.model_id  # the training run's model
+        assert champion.tags["dagster.asset_key"] == checkpoint
         assert champion.tags["dagster.run_id"] == result.run_id
 
 
@@ -97,9 +98,9 @@ def test_duckdb_tables_have_the_expected_rows(lineage):
     assert {(r["variant"], r["perturbation"]) for r in drops} == {
         (v, k) for v in VARIANTS for k in ("numbers", "order", "distractor")}
     per_variant = duckdb.query("SELECT variant, count(*) AS n FROM eval_generations GROUP BY 1 ORDER BY 1")
-    samples = {"base": SMOKE.eval.base_branches, "instruct": SMOKE.eval.instruct_samples,
-               "reasoning": SMOKE.eval.reasoning_samples}
-    assert per_variant == [{"variant": v, "n": sum(suites.values()) * samples[v]} for v in VARIANTS]
+    samples = {"base": SMOKE.eval.base_branches, "instruct": SMOKE.eval.instruct_samples}  # the rest: reasoning
+    assert per_variant == [{"variant": v, "n": sum(suites.values()) * samples.get(v, SMOKE.eval.reasoning_samples)}
+                           for v in sorted(VARIANTS)]
     seeds = duckdb.query("SELECT DISTINCT variant, seed FROM eval_generations WHERE variant = 'reasoning' ORDER BY 2")
     assert [r["seed"] for r in seeds] == list(range(SMOKE.eval.reasoning_samples))  # one seed per sample, recorded
 
@@ -121,7 +122,8 @@ def test_eval_report_has_every_section_and_is_logged_to_mlflow(lineage):
     report = result.asset_materializations_for_node("eval_report")[0].metadata["report"].value
     assert all(section in report for section in SECTIONS)
     assert all(f"| {variant} |" in report for variant in VARIANTS)
-    assert report.count("data:image/png;base64,") == 3
+    assert report.count("data:image/png;base64,") == 4  # the rounds' plot too
+    assert "## Self-improvement rounds" in report and "| round 1 (final) |" in report
     runs = {r.data.tags["dagster.asset_key"]: r for r in resources["mlflow"].runs(
         f"tags.`dagster.run_id` = '{result.run_id}'")}
     client = resources["mlflow"].client()
@@ -178,8 +180,10 @@ def test_cli_materialize_uses_the_default_executor_and_sqlite_store(tmp_path):
     assert {r.data.tags["dagster.asset_key"] for r in resources["mlflow"].runs()} == TRAINED_AND_EVALUATED
     scored = {(r["variant"], r["suite"], r["few_shot"], r["headline"]) for r in resources["duckdb"].query(
         "SELECT DISTINCT variant, suite, few_shot, headline FROM eval_scores")}
-    assert scored == {(v, s, n, n == headline) for v, headline in (("base", 2), ("instruct", 2), ("reasoning", 0))
-                      for s in PROTOCOL_SUITES for n in (0, 2)}
+    compared = {(v, s, n, n == headline) for v, headline in (("base", 2), ("instruct", 2), ("reasoning", 0))
+                for s in PROTOCOL_SUITES for n in (0, 2)}
+    branch = {("reasoning_round_0", s, 0, True) for s in PROTOCOL_SUITES}  # the round evals: zero-shot only
+    assert scored == compared | branch
     assert resources["duckdb"].count("eval_scores") == len(scored) * len(GRADERS)
     report = (resources["checkpoints"].current("eval_report") / "report.md").read_text()
     assert "math500 = `math_verify`" in report and "gsm8k = `exact`" in report

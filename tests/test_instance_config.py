@@ -51,8 +51,10 @@ def test_model_running_assets_use_the_limited_pool():
 
     pools = {key.to_user_string(): a.op.pool for a in all_assets if isinstance(a, dg.AssetsDefinition)
              for key in a.keys}
-    training = {"base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint"}
-    generating = {"eval_base", "eval_instruct", "eval_reasoning", "preference_dataset"}
+    training = {"base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint",
+                "reasoning_round_1_checkpoint"}  # a round also samples its validation prompts
+    generating = {"eval_base", "eval_instruct", "eval_reasoning_round_0", "eval_reasoning",
+                  "preference_dataset", "reasoning_round_1_samples"}
     assert {name for name, pool in pools.items() if pool == "gpu"} == training | generating
 
 

@@ -24,12 +24,13 @@ from tests.fixtures.s3 import start_s3_server
 
 pytestmark = pytest.mark.slow
 BUCKET = "lineage"
-CHECKPOINTS = ("base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint")
-# the smoke profile's training stages (instruct: SFT only; reasoning: DPO, no GRPO), one Ray job each
-RAY_RECIPES = ["dpo", "pretrain", "sft", "sft"]
+CHECKPOINTS = ("base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint",
+               "reasoning_round_1_checkpoint")  # the smoke profile's one self-improvement round
+# the smoke profile's training stages (instruct: SFT only; reasoning: DPO, no GRPO; the round: SFT), one Ray job each
+RAY_RECIPES = ["dpo", "pretrain", "sft", "sft", "sft"]
 RAY_WORKERS = 2  # every stage on two Ray Train workers (gloo, one CPU each)
-TRAINED_AND_EVALUATED = {"tokenizer", *CHECKPOINTS, "eval_base", "eval_instruct", "eval_reasoning", "eval_scores",
-                         "eval_report"}
+TRAINED_AND_EVALUATED = {"tokenizer", *CHECKPOINTS, "eval_base", "eval_instruct", "eval_reasoning_round_0",
+                         "eval_reasoning", "eval_scores", "eval_report"}
 
 
 @pytest.fixture

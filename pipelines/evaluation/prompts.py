@@ -10,8 +10,32 @@ from pipelines.training.chat_options import ChatOptions
 
 BASE = "base"
 INSTRUCT = "instruct"
-REASONING = "reasoning"
+REASONING = "reasoning"  # the final reasoning model: the last self-improvement round's checkpoint
 VARIANTS = (BASE, INSTRUCT, REASONING)
+# The reasoning branch's earlier self-improvement rounds, evaluated as the reasoning variant is (a chat model,
+# thinking-mode sampling) so the report can follow it round by round: round 0 (reasoning_checkpoint), 1, ...
+ROUND_PREFIX = "reasoning_round_"
+
+
+def round_variant(index: int) -> str:
+    return f"{ROUND_PREFIX}{index}"
+
+
+def is_chat_variant(variant: str) -> bool:
+    return variant in (INSTRUCT, REASONING) or (
+        variant.startswith(ROUND_PREFIX) and variant[len(ROUND_PREFIX):].isdigit())
+
+
+def variant_rank(variant: str) -> tuple[int, int, str]:
+    """Report order: base, instruct, the rounds in order, the final reasoning model, anything else."""
+    if variant.startswith(ROUND_PREFIX) and variant[len(ROUND_PREFIX):].isdigit():
+        return 3, int(variant[len(ROUND_PREFIX):]), variant
+    order = {BASE: 0, INSTRUCT: 1, REASONING: 4}
+    return order.get(variant, 5), 0, variant
+
+
+def ordered_variants(variants) -> list[str]:
+    return sorted(set(variants), key=variant_rank)
 
 
 def build_prompt(variant: str, question: str, tokenizer, chat: ChatOptions | None = None,
@@ -27,7 +51,7 @@ def build_prompt(variant: str, question: str, tokenizer, chat: ChatOptions | Non
     if variant == BASE:
         shots = "".join(corpus_document(e["question"], e["solution"], e["answer"]) + "\n\n" for e in exemplars)
         return (f"{system_prompt}\n\n" if system_prompt else "") + shots + base_prompt(question)
-    if variant in (INSTRUCT, REASONING):
+    if is_chat_variant(variant):
         turns = [turn for e in exemplars for turn in user_messages(e["question"]) + assistant_messages(
             f"{e['solution']} The answer is {e['answer']}.")]
         options = chat or ChatOptions()

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from pipelines.data.datasets import DOMAIN_SHIFT, IN_DISTRIBUTION, PERTURBED, SUITES
 from pipelines.evaluation.graders import DESCRIPTIONS
-from pipelines.evaluation.prompts import BASE, VARIANTS
+from pipelines.evaluation.prompts import BASE, ordered_variants, variant_rank
+from pipelines.evaluation.rounds_report import rounds_section
 from pipelines.evaluation.scoring import is_headline, is_primary
 
 SECTIONS = ("Variant comparison", "Zero-shot vs few-shot", "Perturbation drop", "Domain-shift gap",
@@ -38,11 +39,12 @@ def _ordered(values: set[str], order) -> list[str]:
     return [v for v in order if v in values] + sorted(values - set(order))
 
 
-def build_report(scores: list[dict], perturbation_drops: list[dict] = ()) -> Report:
+def build_report(scores: list[dict], perturbation_drops: list[dict] = (), round_rows: list[dict] = ()) -> Report:
+    """``round_rows``: one per self-improvement round (``self_improvement_rounds`` with the validation figures)."""
     comparison = [s for s in scores if is_primary(s)]  # every few-shot setting, for the zero- vs few-shot table
     scores = [s for s in scores if is_headline(s)]  # each variant's configured setting: the main tables
     main = {(s["variant"], s["suite"]): s for s in scores if is_primary(s)}
-    variants = _ordered({v for v, _ in main}, VARIANTS)
+    variants = ordered_variants(v for v, _ in main)
     suites = _ordered({s for _, s in main}, SUITES)
     acc = lambda v, s: main[(v, s)]["pass_at_1"] if (v, s) in main else float("nan")  # noqa: E731
     primary = {s: main[(v, s)]["grader"] for v, s in main}
@@ -72,8 +74,7 @@ def build_report(scores: list[dict], perturbation_drops: list[dict] = ()) -> Rep
         md += _table(["variant", "perturbation", "pairs", "original", "perturbed", "drop"],
                      [[d["variant"], d["perturbation"], d["pairs"], d["original_pass_at_1"],
                        d["perturbed_pass_at_1"], d["drop"]]
-                      for d in sorted(perturbation_drops, key=lambda d: (VARIANTS.index(d["variant"])
-                                      if d["variant"] in VARIANTS else len(VARIANTS), d["perturbation"]))])
+                      for d in sorted(perturbation_drops, key=lambda d: (variant_rank(d["variant"]), d["perturbation"]))])
         md += [""]
 
     md += ["## Domain-shift gap (in-distribution − domain shift)", ""]
@@ -102,9 +103,12 @@ def build_report(scores: list[dict], perturbation_drops: list[dict] = ()) -> Rep
                  [[v, s, main[(v, s)]["k"], main[(v, s)]["pass_at_1"], main[(v, s)]["pass_at_k"],
                    main[(v, s)]["maj_at_k"]] for v in variants for s in suites if (v, s) in main]) + [""]
 
+    rounds_md, rounds_plot = rounds_section(main, list(round_rows), _table)
+    md += rounds_md
+
     plots = {"accuracy_by_variant_suite.png": _accuracy_plot(variants, suites, acc),
              "pass_at_k_curves.png": _pass_at_k_plot(main, variants),
-             "tokens_vs_accuracy.png": _tokens_plot(main, variants, suites)}
+             "tokens_vs_accuracy.png": _tokens_plot(main, variants, suites), **rounds_plot}
     markdown = "\n".join(md)
     return Report(markdown, _html(markdown, plots), plots)
 
@@ -126,7 +130,7 @@ def embed_png(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def _figure():
+def new_figure():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,7 +139,7 @@ def _figure():
     return plt, *plt.subplots(figsize=(6, 3.4), dpi=100)
 
 
-def _png(plt, figure) -> bytes:
+def png_bytes(plt, figure) -> bytes:
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png")
@@ -144,7 +148,7 @@ def _png(plt, figure) -> bytes:
 
 
 def _accuracy_plot(variants, suites, acc) -> bytes:
-    plt, figure, axis = _figure()
+    plt, figure, axis = new_figure()
     width = 0.8 / max(1, len(variants))
     for i, variant in enumerate(variants):
         axis.bar([j + i * width for j in range(len(suites))], [acc(variant, s) for s in suites], width, label=variant)
@@ -152,11 +156,11 @@ def _accuracy_plot(variants, suites, acc) -> bytes:
     axis.set_ylabel("pass@1")
     axis.set_ylim(0, 1)
     axis.legend()
-    return _png(plt, figure)
+    return png_bytes(plt, figure)
 
 
 def _pass_at_k_plot(main, variants) -> bytes:
-    plt, figure, axis = _figure()
+    plt, figure, axis = new_figure()
     for variant in variants:
         if (variant, IN_DISTRIBUTION) in main:
             curve = json.loads(main[(variant, IN_DISTRIBUTION)]["pass_at_k_curve"])
@@ -165,11 +169,11 @@ def _pass_at_k_plot(main, variants) -> bytes:
     axis.set_ylabel("pass@k (in-distribution)")
     axis.set_ylim(0, 1)
     axis.legend()
-    return _png(plt, figure)
+    return png_bytes(plt, figure)
 
 
 def _tokens_plot(main, variants, suites) -> bytes:
-    plt, figure, axis = _figure()
+    plt, figure, axis = new_figure()
     for variant in variants:
         points = [(main[(variant, s)]["mean_output_tokens"], main[(variant, s)]["pass_at_1"])
                   for s in suites if (variant, s) in main]
@@ -178,7 +182,7 @@ def _tokens_plot(main, variants, suites) -> bytes:
     axis.set_ylabel("pass@1")
     axis.set_ylim(0, 1)
     axis.legend()
-    return _png(plt, figure)
+    return png_bytes(plt, figure)
 
 
 def _html(markdown: str, plots: dict[str, bytes]) -> str:

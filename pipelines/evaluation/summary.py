@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from pipelines.data.datasets import IN_DISTRIBUTION, SUITES
-from pipelines.evaluation.prompts import VARIANTS
+from pipelines.evaluation.prompts import variant_rank
 from pipelines.evaluation.scoring import is_headline, is_primary
 
 SUMMARY_TABLE = "eval_scores_summary.json"
@@ -31,7 +31,7 @@ def summary_rows(scores: list[dict]) -> list[dict]:
     """One row per variant, suite, few-shot setting and grader (the configured setting and the primary grader
     first), with the headline columns."""
     def key(row):
-        return (_rank(row["variant"], VARIANTS), _rank(row["suite"], SUITES), not is_headline(row),
+        return (variant_rank(row["variant"]), _rank(row["suite"], SUITES), not is_headline(row),
                 row.get("few_shot") or 0, not is_primary(row), row["grader"])
 
     return [{column: _rounded(row.get(column)) for column, _ in SUMMARY_COLUMNS}

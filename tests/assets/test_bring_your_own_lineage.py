@@ -13,6 +13,7 @@ from transformers import AutoTokenizer
 from assets.checkpoints import base_checkpoint, instruct_checkpoint, reasoning_checkpoint, think_sft_checkpoint
 from assets.datasets import eval_suites, preference_dataset, sft_dataset, think_dataset, training_problems
 from assets.evals import eval_base, eval_instruct, eval_reasoning, eval_report, eval_scores
+from assets.self_improvement import round_assets
 from assets.raw import raw_problems, raw_training_data
 from pipelines.definitions import default_resources
 from pipelines.evaluation.generation import load_for_generation
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 DATA = [raw_problems, raw_training_data, eval_suites, training_problems, sft_dataset, think_dataset]
 USER_ROWS = 20
-CHECKPOINTS = ["base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint"]
+CHECKPOINTS = ["base_checkpoint", "instruct_checkpoint", "think_sft_checkpoint", "reasoning_checkpoint",
+               "reasoning_round_1_checkpoint"]
 FAMILIES = {  # fixture builder, the stop tokens every checkpoint of the lineage must end generation with
     "qwen3": (save_qwen3_base, ["<|endoftext|>", "<|im_end|>"]),
     "llama3": (save_llama3_instruct, ["<|end_of_text|>", "<|eot_id|>"]),
@@ -52,9 +54,12 @@ def test_a_whole_lineage_grows_from_an_imported_base(family, tmp_path):
         "preference_dataset": {"config": {"source": "both", "problems": "include", "on_policy_prompts": 4,
                                           "samples_per_prompt": 2, "max_new_tokens": 16}},
         "reasoning_checkpoint": {"config": {"dpo_enabled": True}},
+        # the self-improvement round samples your traces (gold answers: the verifier; none: a majority vote)
+        "reasoning_round_1_samples": {"config": {"prompts": 4, "samples_per_prompt": 2, "max_new_tokens": 16}},
         **{f"eval_{variant}": {"config": {"max_new_tokens": 16}} for variant in ("base", "instruct", "reasoning")}}
     result = dg.materialize([*DATA, base_checkpoint, instruct_checkpoint, think_sft_checkpoint, preference_dataset,
-                             reasoning_checkpoint, eval_base, eval_instruct, eval_reasoning, eval_scores, eval_report],
+                             reasoning_checkpoint, *round_assets, eval_base, eval_instruct, eval_reasoning, eval_scores,
+                             eval_report],
                             resources=resources, run_config={"ops": ops})
     assert result.success
     store = resources["duckdb"]
@@ -68,6 +73,8 @@ def test_a_whole_lineage_grows_from_an_imported_base(family, tmp_path):
     assert sum(r["messages"] is not None for r in trained) > 0  # system prompts and earlier turns reached TRL
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     expected = [tokenizer.convert_tokens_to_ids(token) for token in stop_tokens]
+    round_samples = resources["duckdb"].query("SELECT count(*) AS n FROM self_improvement_samples WHERE round = 1")
+    assert round_samples == [{"n": 4 * 2}]  # every sample stored with its status, kept or not
     for name in CHECKPOINTS:
         published = resources["checkpoints"].current(name)
         assert generation_config(published)["eos_token_id"] == expected, name
