@@ -213,7 +213,8 @@ def eval_scores(context: dg.AssetExecutionContext, duckdb: DuckDBStore, mlflow: 
 def eval_report(context: dg.AssetExecutionContext, duckdb: DuckDBStore, checkpoints: CheckpointStore,
                 mlflow: MLflowTracking) -> dg.MaterializeResult:
     """Markdown + HTML report with the paper's tables and plots; in Dagster and as MLflow artifacts.
-    Published as a version named by the scores' fingerprint, so unchanged scores reuse it."""
+    Published as a version named by the scores' fingerprint (with the self-improvement rounds' rows, when rounds
+    ran), so unchanged scores reuse it."""
     scores = duckdb.rows(SCORES_TABLE)
     round_rows = rounds_with_validation(duckdb, checkpoints)
     # the report is a function of the scores table (one fingerprint) and of what the rounds sampled and kept

@@ -130,13 +130,14 @@ def embed_png(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def new_figure():
+def new_figure(columns: int = 1):
+    """(pyplot, figure, axis or axes) on the Agg backend: the steps run without a display."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt, *plt.subplots(figsize=(6, 3.4), dpi=100)
+    return plt, *plt.subplots(1, columns, figsize=(6 * columns, 3.4), dpi=100)
 
 
 def png_bytes(plt, figure) -> bytes:

@@ -51,20 +51,28 @@ def _number(value) -> float:
 
 
 def _plot(main: dict, branch: list[tuple[str, str]], suites: list[str], rows: list[dict]) -> bytes:
+    """Left: pass@1 per suite by round, with the verifier's yield of the round that trained it. Right: the answer
+    length and thinking-token trend (in-distribution means of each round's eval samples)."""
     from pipelines.evaluation.reporting import new_figure, png_bytes
 
-    plt, fig, axis = new_figure()
-    positions = range(len(branch))
+    plt, figure, (accuracy, tokens) = new_figure(columns=2)
+    positions = list(range(len(branch)))
+    labels = [label for label, _ in branch]
     for suite in suites:
-        axis.plot(positions, [main[(v, suite)]["pass_at_1"] if (v, suite) in main else float("nan")
-                              for _, v in branch], marker="o", label=f"{suite} pass@1")
-    by_round = {r["round"]: r for r in rows}
-    offset = len(branch) - len(rows) - 1  # the position of round 0: rounds sample round k-1's checkpoint
-    axis.bar([offset + k - 0.5 for k in by_round], [by_round[k]["yield"] for k in by_round], width=0.3,
-             alpha=0.3, color="gray", label="verifier yield (sampling round k-1)")
-    axis.set_xticks(list(positions), [label for label, _ in branch], rotation=20)
-    axis.set_ylim(0, 1)
-    axis.set_ylabel("pass@1 / yield")
-    axis.legend(fontsize=7)
-    return png_bytes(plt, fig)
-
+        accuracy.plot(positions, [main[(v, suite)]["pass_at_1"] if (v, suite) in main else float("nan")
+                                  for _, v in branch], marker="o", label=f"{suite} pass@1")
+    yields = {r["round"]: r["yield"] for r in rows}  # round k's samples (of round k-1) trained round k
+    accuracy.bar([k for k in yields if k < len(branch)], [yields[k] for k in yields if k < len(branch)], width=0.3,
+                 alpha=0.3, color="gray", label="verifier yield (kept / sampled)")
+    accuracy.set_xticks(positions, labels, rotation=15)
+    accuracy.set_ylim(0, 1)
+    accuracy.set_ylabel("pass@1 / yield")
+    accuracy.legend(fontsize=7)
+    for key, label in (("mean_output_tokens", "output tokens"), ("mean_thinking_tokens", "thinking tokens"),
+                       ("mean_answer_tokens", "answer tokens")):
+        tokens.plot(positions, [main[(v, IN_DISTRIBUTION)].get(key, float("nan")) for _, v in branch], marker="o",
+                    label=label)
+    tokens.set_xticks(positions, labels, rotation=15)
+    tokens.set_ylabel("mean tokens (in-distribution)")
+    tokens.legend(fontsize=7)
+    return png_bytes(plt, figure)
