@@ -87,17 +87,18 @@ def _round_settings(profile: LineageProfile, config: RoundSamplesConfig | None =
     rounds = settings.self_improvement
     base = RoundSettings(prompts=rounds.prompts, samples_per_prompt=rounds.samples_per_prompt,
                          temperature=rounds.temperature, max_new_tokens=rounds.max_new_tokens,
-                         batch_size=settings.eval.batch_size, seed=settings.data.seed,
-                         validation_prompts=rounds.validation_prompts, agreement=rounds.agreement,
+                         batch_size=settings.eval.batch_size, seed=settings.data.seed, agreement=rounds.agreement,
                          backend=settings.eval.chat_backend)
     return with_overrides(base, config.model_dump()) if config is not None else base
 
 
-def _prompt_split(duckdb: DuckDBStore, settings: RoundSettings) -> tuple[list[dict], list[dict]]:
-    """(validation, pool): validation from prompts with a gold answer; the pool adds those without one."""
+def _prompt_split(duckdb: DuckDBStore, profile: LineageProfile) -> tuple[list[dict], list[dict]]:
+    """(validation, pool): validation from prompts with a gold answer; the pool adds those without one. Split by
+    the profile's values only, never a round's config: every round and its checkpoint see the same split."""
     rows = duckdb.query("SELECT * FROM think_dataset ORDER BY problem_id")
     graded = [r for r in rows if r.get("answer") not in (None, "")]
-    validation, pool = split_prompts(graded, settings.validation_prompts, settings.seed)
+    settings = profile.settings()
+    validation, pool = split_prompts(graded, settings.self_improvement.validation_prompts, settings.data.seed)
     return validation, pool + [r for r in rows if r.get("answer") in (None, "")]
 
 
@@ -135,7 +136,7 @@ def build_round(index: int, previous: dg.AssetsDefinition) -> list:
             else profile.settings().self_improvement.min_improvement
         model_dir = checkpoints.current(previous_name)
         reason = stop_reason(read_record(model_dir), previous_name, margin) if index > 1 else None
-        validation, pool = _prompt_split(duckdb, settings)
+        validation, pool = _prompt_split(duckdb, profile)
         # what determines this round's rows: unchanged, the stored rows are reused instead of sampling again
         fingerprint = content_fingerprint([index, model_dir.name, asdict(settings), margin, reason, VERIFIER_VERSION,
                                            GENERATION_CODE_VERSION, rows_version(validation + pool),
@@ -201,7 +202,7 @@ def build_round(index: int, previous: dg.AssetsDefinition) -> list:
                              f"{summary[0]['sampled_checkpoint'] if summary else 'nothing'}, not of the current "
                              f"{start.name}: materialize {samples_name} first")
         settings = _round_settings(profile)
-        validation, _ = _prompt_split(duckdb, settings)
+        validation, _ = _prompt_split(duckdb, profile)
         decoding = profile.settings().eval
 
         def measure(model_dir: Path) -> float:  # sampled as eval_reasoning samples, on prompts no round samples

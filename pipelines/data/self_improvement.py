@@ -55,7 +55,6 @@ class RoundSettings:
     max_new_tokens: int
     batch_size: int
     seed: int
-    validation_prompts: int  # never sampled: the held-out slice for the stopping rule
     agreement: float = 0.6  # self-consistency: share of votes the majority answer needs on unlabelled prompts
     backend: str = HF
 

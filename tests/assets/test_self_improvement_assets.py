@@ -11,7 +11,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.self_improvement import STOPPED, build_rounds
+from assets.self_improvement import STOPPED, _prompt_split, build_rounds
 from pipelines.data.problems import normalize_question
 from pipelines.data.self_improvement import VERIFIER_VERSION
 from pipelines.definitions import PROJECT_ROOT, all_assets, default_resources
@@ -82,7 +82,9 @@ def test_a_round_that_does_not_improve_stops_the_next_one(two_rounds_home):
     definitions = dg.Definitions(assets=upstream + rounds, resources=resources)
     job = definitions.resolve_implicit_global_asset_job_def()
     # round 2 demands a gain round 1 cannot make: it must stop, sample nothing and carry the best weights
-    config = {"ops": {"reasoning_round_2_samples": {"config": {"min_improvement": 1.0}}}}
+    # round 1 samples with its own seed: the held-out validation split must not move with it
+    config = {"ops": {"reasoning_round_1_samples": {"config": {"seed": 7, "prompts": 200}},
+                      "reasoning_round_2_samples": {"config": {"min_improvement": 1.0}}}}
     with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(dagster_home)}), \
             dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         result = job.execute_in_process(instance=instance, run_config=config)
@@ -101,6 +103,10 @@ def test_a_round_that_does_not_improve_stops_the_next_one(two_rounds_home):
     database = home / "lineage.duckdb"
     assert _query(database, "SELECT count(*) FROM self_improvement_samples WHERE round = 2") == [(0,)]
     assert _query(database, "SELECT stopped FROM self_improvement_rounds WHERE round = 2") == [(True,)]
+    validation, _ = _prompt_split(resources["duckdb"], resources["profile"])
+    sampled = {problem for (problem,) in _query(database, "SELECT DISTINCT problem_id FROM self_improvement_samples "
+                                                          "WHERE round = 1")}
+    assert sampled and validation and not sampled & {r["problem_id"] for r in validation}
     events = {e.asset_key.to_user_string(): e for e in result.get_asset_materialization_events()}
     assert events["reasoning_round_2_samples"].materialization.metadata["stopped"].value is True
     assert by_round[-1].key.to_user_string() == "reasoning_round_2_checkpoint"
