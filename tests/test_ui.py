@@ -84,8 +84,8 @@ def test_browser_opens_eval_report_and_sees_the_comparison_table(dagster_ui, pag
     header = table.locator("th").all_inner_texts()
     assert header[0] == "variant" and "in_distribution pass@1" in header
     rows = [row.locator("td").first.inner_text() for row in table.locator("tbody tr").all()]
-    assert rows == ["base", "instruct", "reasoning"]
-    assert dialog.locator("img[src^='data:image/png;base64,']").count() == 3  # the embedded plots
+    assert rows == ["base", "instruct", "reasoning_round_0", "reasoning"]  # round 0, then the final round
+    assert dialog.locator("img[src^='data:image/png;base64,']").count() == 4  # the embedded plots, the rounds' too
 
 
 def test_browser_shows_think_dataset_previews_as_trained(dagster_ui, page):
