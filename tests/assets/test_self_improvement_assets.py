@@ -103,9 +103,9 @@ def test_a_round_that_does_not_improve_stops_the_next_one(two_rounds_home):
     database = home / "lineage.duckdb"
     assert _query(database, "SELECT count(*) FROM self_improvement_samples WHERE round = 2") == [(0,)]
     assert _query(database, "SELECT stopped FROM self_improvement_rounds WHERE round = 2") == [(True,)]
-    validation, _ = _prompt_split(resources["duckdb"], resources["profile"])
-    sampled = {problem for (problem,) in _query(database, "SELECT DISTINCT problem_id FROM self_improvement_samples "
-                                                          "WHERE round = 1")}
+    validation, _ = _prompt_split(resources["duckdb"], resources["profile"])  # the store's connection from here on
+    sampled = {r["problem_id"] for r in resources["duckdb"].query(
+        "SELECT DISTINCT problem_id FROM self_improvement_samples WHERE round = 1")}
     assert sampled and validation and not sampled & {r["problem_id"] for r in validation}
     events = {e.asset_key.to_user_string(): e for e in result.get_asset_materialization_events()}
     assert events["reasoning_round_2_samples"].materialization.metadata["stopped"].value is True
