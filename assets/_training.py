@@ -19,14 +19,12 @@ from pydantic import Field, model_validator
 from assets._metadata import metadata_of_build, mlflow_metadata
 from pipelines.paths import confine
 from pipelines.training.chat_options import ChatOptions
-from pipelines.training.checkpoint_record import (CHAT_OPTIONS, LINEAGE_FILE, TRUST_REMOTE_CODE, read_record,
-                                                  trusts_remote_code)
+from pipelines.training.checkpoint_record import (CHAT_OPTIONS, EVALUATION, LINEAGE_FILE, TRUST_REMOTE_CODE,
+                                                  read_record, trusts_remote_code)
 from pipelines.training.job import LoraSettings, TrainJob
 from pipelines.training.plots import loss_curve_png, png_markdown, start_loading_in_background
 from pipelines.training.recipes import TrainingSummary
 from resources import CheckpointStore, MLflowTracking, TrainingLauncher
-
-EVALUATION = "evaluation"  # lineage.json: figures measured on the weights before they were published
 
 
 class TrainOverrides(dg.Config):

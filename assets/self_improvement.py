@@ -23,17 +23,18 @@ from assets._automation import UPSTREAM_DATA_CHANGED
 from assets._lineage import recorded, rows_version
 from assets._metadata import column_schema, preview
 from assets._pools import ACCELERATOR
-from assets._training import (EVALUATION, TrainOverrides, build_checkpoint, combined_fingerprint, input_version,
-                              settings_params, train_stages)
+from assets._training import (TrainOverrides, build_checkpoint, combined_fingerprint, input_version, settings_params,
+                              train_stages)
 from assets.checkpoints import reasoning_checkpoint
 from assets.datasets import eval_suites, think_dataset
-from pipelines.data.self_improvement import (KEPT, PAIR_COLUMNS, SAMPLE_COLUMNS, VERIFIER_VERSION, RoundSettings,
-                                             preference_pairs, round_prompts, round_statistics, sample_round,
-                                             split_prompts, training_rows, validation_pass_at_1)
+from pipelines.data.self_improvement import (KEPT, PAIR_COLUMNS, SAMPLE_COLUMNS, START_VALIDATION, STOPPED, VALIDATION,
+                                             VERIFIER_VERSION, RoundSettings, best_weights, preference_pairs,
+                                             round_prompts, round_statistics, sample_round, split_prompts, stop_reason,
+                                             training_rows, validation_pass_at_1)
 from pipelines.evaluation.versioning import GENERATION_CODE_VERSION
 from pipelines.lineage import content_fingerprint
 from pipelines.profiles import PROFILES, with_overrides
-from pipelines.training.checkpoint_record import LINEAGE_FILE, read_record, recorded_chat_options
+from pipelines.training.checkpoint_record import EVALUATION, LINEAGE_FILE, read_record, recorded_chat_options
 from pipelines.training.job import TrainJob, write_rows
 from resources import CheckpointStore, DuckDBStore, LineageProfile, MLflowTracking, TrainingLauncher
 
@@ -45,9 +46,6 @@ ROUND_COLUMNS = ("round", "sampled_checkpoint", "stopped", "stop_reason", "sampl
                  "prompts_with_kept", "mean_output_tokens", "mean_thinking_tokens", "pairs", "contaminated_prompts",
                  "verifier", "fingerprint", "data_version")
 HAS_ROWS_CHECK = "round_has_training_rows"
-VALIDATION = "validation_pass_at_1"  # greedy pass@1 on the held-out prompts, in the checkpoint's evaluation record
-START_VALIDATION = "start_validation_pass_at_1"  # the same for the checkpoint the round started from
-STOPPED = "stopped_early"  # lineage.json of a round that did not train: whose weights it carries, and why
 
 
 def configured_rounds() -> int:
@@ -102,20 +100,6 @@ def _prompt_split(duckdb: DuckDBStore, profile: LineageProfile) -> tuple[list[di
     return validation, pool + [r for r in rows if r.get("answer") in (None, "")]
 
 
-def stop_reason(previous: dict, previous_name: str, margin: float) -> str | None:
-    """Why round k does not sample: the round before it stopped, or gained less than ``margin``."""
-    if previous.get(STOPPED):
-        return f"{previous_name} stopped: {previous[STOPPED]['reason']}"
-    evaluation = previous.get(EVALUATION, {})
-    if evaluation.get(VALIDATION) is None or evaluation.get(START_VALIDATION) is None:
-        return None  # no gold answer to validate on: nothing to judge the round by, so the rounds go on
-    gain = evaluation[VALIDATION] - evaluation[START_VALIDATION]
-    if gain < margin:
-        return (f"{previous_name} gained {gain:+.3f} validation pass@1 ({evaluation[START_VALIDATION]:.3f} → "
-                f"{evaluation[VALIDATION]:.3f}), less than min_improvement {margin}")
-    return None
-
-
 def build_round(index: int, previous: dg.AssetsDefinition) -> list:
     """Round ``index``'s samples asset (with its check) and its checkpoint asset, after ``previous``."""
     previous_name = previous.key.path[-1]
@@ -137,10 +121,11 @@ def build_round(index: int, previous: dg.AssetsDefinition) -> list:
         model_dir = checkpoints.current(previous_name)
         reason = stop_reason(read_record(model_dir), previous_name, margin) if index > 1 else None
         validation, pool = _prompt_split(duckdb, profile)
+        eval_rows = duckdb.rows("eval_suites")
         # what determines this round's rows: unchanged, the stored rows are reused instead of sampling again
         fingerprint = content_fingerprint([index, model_dir.name, asdict(settings), margin, reason, VERIFIER_VERSION,
                                            GENERATION_CODE_VERSION, rows_version(validation + pool),
-                                           rows_version(duckdb.rows("eval_suites"))])
+                                           rows_version(eval_rows)])
         stored = duckdb.query(f"SELECT * FROM {ROUNDS_TABLE} WHERE round = ?", [index]) \
             if ROUNDS_TABLE in duckdb.tables() else []
         if stored and stored[0].get("fingerprint") == fingerprint:
@@ -148,8 +133,7 @@ def build_round(index: int, previous: dg.AssetsDefinition) -> list:
                              "reusing the stored samples")
             return recorded(dg.MaterializeResult(
                 data_version=dg.DataVersion(stored[0]["data_version"]),
-                check_results=[_kept_check(stored[0]["kept"], [None] * stored[0]["sampled"],
-                                           stored[0]["stop_reason"] or None)],
+                check_results=[_kept_check(stored[0]["kept"], stored[0]["sampled"], stored[0]["stop_reason"] or None)],
                 metadata={"reused": True, "fingerprint": fingerprint, "kept": stored[0]["kept"],
                           "stopped": bool(stored[0]["stopped"]), "stop_reason": stored[0]["stop_reason"],
                           "sampled_checkpoint": f"{previous_name}@{model_dir.name}", "verifier": VERIFIER_VERSION}),
@@ -157,7 +141,7 @@ def build_round(index: int, previous: dg.AssetsDefinition) -> list:
         records, contaminated = [], set()
         if reason is None:
             records, contaminated = sample_round(index, model_dir, round_prompts(pool, index, settings.prompts),
-                                                 settings, duckdb.rows("eval_suites"),
+                                                 settings, eval_rows,
                                                  profile.settings().data.decontamination_ngram, samples_name)
             if not any(r["status"] == KEPT for r in records):  # nothing to learn from: stop, and say so (a warning)
                 reason = f"no sample of {previous_name} passed the verifier (0 of {len(records)} kept)"
@@ -167,18 +151,14 @@ def build_round(index: int, previous: dg.AssetsDefinition) -> list:
         pairs = preference_pairs(records)
         statistics = round_statistics(records)
         summary = {"round": index, "sampled_checkpoint": model_dir.name, "stopped": reason is not None,
-                   "stop_reason": reason or "", "sampled": statistics["sampled"], "kept": statistics["kept"],
-                   "yield": statistics["yield"], "prompts": statistics["prompts"],
-                   "prompts_with_kept": statistics["prompts_with_kept"],
-                   "mean_output_tokens": statistics["mean_output_tokens"],
-                   "mean_thinking_tokens": statistics["mean_thinking_tokens"], "pairs": len(pairs),
-                   "contaminated_prompts": len(contaminated), "verifier": VERIFIER_VERSION}
+                   "stop_reason": reason or "", **{key: statistics[key] for key in ROUND_COLUMNS if key in statistics},
+                   "pairs": len(pairs), "contaminated_prompts": len(contaminated), "verifier": VERIFIER_VERSION}
         data_version = rows_version(records + [summary])
         summary |= {"fingerprint": fingerprint, "data_version": data_version}
         duckdb.replace_rows(SAMPLES_TABLE, records, "round", index, columns=SAMPLE_COLUMNS)
         duckdb.replace_rows(PAIRS_TABLE, pairs, "round", index, columns=PAIR_COLUMNS)
         duckdb.replace_rows(ROUNDS_TABLE, [summary], "round", index, columns=ROUND_COLUMNS)
-        check = _kept_check(statistics["kept"], records, reason)
+        check = _kept_check(statistics["kept"], statistics["sampled"], reason)
         return recorded(dg.MaterializeResult(data_version=dg.DataVersion(data_version), check_results=[check], metadata={
             "reused": False, "fingerprint": fingerprint, "dagster/row_count": len(records),
             "dagster/column_schema": column_schema(records, SAMPLE_COLUMNS),
@@ -258,30 +238,28 @@ def build_round(index: int, previous: dg.AssetsDefinition) -> list:
     return [_samples, _checkpoint]
 
 
-def _kept_check(kept: int, records: list, reason: str | None) -> dg.AssetCheckResult:
+def _kept_check(kept: int, sampled: int, reason: str | None) -> dg.AssetCheckResult:
     """Passes when the round has verified samples to train on or was stopped by the rule; a round whose samples
     all failed the verifier stops too, with this check failing as a warning (it does not block the evaluation)."""
-    zero_yield = kept == 0 and len(records) > 0
+    zero_yield = kept == 0 and sampled > 0
     return dg.AssetCheckResult(check_name=HAS_ROWS_CHECK, passed=not zero_yield,
                                severity=dg.AssetCheckSeverity.WARN,
                                description=reason if zero_yield else None,
-                               metadata={"kept": kept, "sampled": len(records), "stopped": reason is not None})
+                               metadata={"kept": kept, "sampled": sampled, "stopped": reason is not None})
 
 
 def _carry_best(context: dg.AssetExecutionContext, name: str, previous_name: str, start: Path, reason: str,
                 checkpoints: CheckpointStore, mlflow: MLflowTracking) -> dg.MaterializeResult:
     """A stopped round trains nothing; it publishes the best weights so far (by validation pass@1) under its
     name, so whatever reads the last round (its eval, the champion gate) gets the model early stopping chose."""
-    record = read_record(start)
-    evaluation = record.get(EVALUATION, {})
     source, source_name = start, previous_name
-    if not record.get(STOPPED) and evaluation.get(VALIDATION, 0.0) < evaluation.get(START_VALIDATION, 0.0):
-        earlier = record["start_checkpoint"]  # the previous round was worse than where it started: keep that
+    if (earlier := best_weights(read_record(start))) is not None:  # round k−1 did worse than where it started
         source, source_name = checkpoints.current(earlier["name"]), earlier["name"]
         if source.name != earlier["version"]:
             raise ValueError(f"{previous_name} started from {earlier['name']}@{earlier['version']}, now "
                              f"{source.name}: materialize {previous_name} again first")
-    carried = read_record(source).get(STOPPED, {}).get("weights_of") or f"{source_name}@{source.name}"
+    carried_record = read_record(source)
+    carried = carried_record.get(STOPPED, {}).get("weights_of") or f"{source_name}@{source.name}"
     fingerprint = combined_fingerprint(["stopped", carried, input_version(checkpoints, previous_name)])
 
     def copy(staging: Path, run) -> list:
@@ -290,7 +268,6 @@ def _carry_best(context: dg.AssetExecutionContext, name: str, previous_name: str
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, staging / item.name)
         return []
 
-    carried_record = read_record(source)
     lineage = {STOPPED: {"reason": reason, "weights_of": carried},
                **{key: carried_record[key] for key in ("chat_options", "trust_remote_code", EVALUATION)
                   if key in carried_record}}

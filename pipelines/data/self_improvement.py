@@ -26,7 +26,7 @@ from pipelines.data.formats import prompt_messages
 from pipelines.evaluation.backends import HF, load_backend
 from pipelines.evaluation.decoding import sample_id, split_thinking
 from pipelines.evaluation.grading import extract_final_answer, is_correct
-from pipelines.training.checkpoint_record import recorded_chat_options
+from pipelines.training.checkpoint_record import EVALUATION, recorded_chat_options
 
 # A sample's status in ``self_improvement_samples``: only "kept" rows train the next round.
 KEPT, WRONG, WRONG_STEP, NO_ANSWER, NO_CONSENSUS, DUPLICATE, CONTAMINATED = (
@@ -38,6 +38,9 @@ _NUMBER = r"-?\d+(?:\.\d+)?"
 ARITHMETIC_STEP = re.compile(rf"((?:{_NUMBER}\s*[-+*/×]\s*)+{_NUMBER})\s*=\s*({_NUMBER})")
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 VERIFIER, MAJORITY = "verifier", "majority"  # how a sample's label was decided
+# A round checkpoint's lineage.json: validation pass@1 of its weights and of the checkpoint it started from (under
+# EVALUATION), and, for a round that did not train, why and whose weights it carries.
+VALIDATION, START_VALIDATION, STOPPED = "validation_pass_at_1", "start_validation_pass_at_1", "stopped_early"
 SAMPLE_COLUMNS = ("round", "sample_id", "problem_id", "sample_index", "prompt", "messages", "completion", "gold",
                   "label", "label_source", "predicted", "status", "sampled_checkpoint", "output_tokens",
                   "thinking_tokens")
@@ -219,3 +222,26 @@ def validation_pass_at_1(model_dir: Path, rows: list[dict], samples: int, temper
     right = sum(is_correct(extract_final_answer(text), row["answer"])
                 for row, row_outputs in zip(graded, outputs) for text, _, _ in row_outputs)
     return right / (len(graded) * samples)
+
+
+def stop_reason(previous: dict, previous_name: str, margin: float) -> str | None:
+    """Why round k does not sample, from round k−1's record: it stopped, or gained less than ``margin``."""
+    if previous.get(STOPPED):
+        return f"{previous_name} stopped: {previous[STOPPED]['reason']}"
+    evaluation = previous.get(EVALUATION, {})
+    if evaluation.get(VALIDATION) is None or evaluation.get(START_VALIDATION) is None:
+        return None  # no gold answer to validate on: nothing to judge the round by, so the rounds go on
+    gain = evaluation[VALIDATION] - evaluation[START_VALIDATION]
+    if gain < margin:
+        return (f"{previous_name} gained {gain:+.3f} validation pass@1 ({evaluation[START_VALIDATION]:.3f} → "
+                f"{evaluation[VALIDATION]:.3f}), less than min_improvement {margin}")
+    return None
+
+
+def best_weights(previous: dict) -> dict | None:
+    """What a stopped round carries, from round k−1's record: None for round k−1's own weights (it improved, or
+    it carries the best already), else the checkpoint it started from ({name, version}), which was better."""
+    evaluation = previous.get(EVALUATION, {})
+    if previous.get(STOPPED) or evaluation.get(VALIDATION, 0.0) >= evaluation.get(START_VALIDATION, 0.0):
+        return None
+    return previous["start_checkpoint"]

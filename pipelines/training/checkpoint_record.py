@@ -17,6 +17,7 @@ from pipelines.training.chat_options import ChatOptions
 LINEAGE_FILE = "lineage.json"
 TRUST_REMOTE_CODE = "trust_remote_code"
 CHAT_OPTIONS = "chat_options"
+EVALUATION = "evaluation"  # figures measured on the weights before they were published (assets/_training.py)
 
 
 def read_record(model_dir: Path | str | None) -> dict:

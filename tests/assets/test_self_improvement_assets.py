@@ -11,9 +11,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.self_improvement import STOPPED, _prompt_split, build_rounds
+from assets.self_improvement import _prompt_split, build_rounds
 from pipelines.data.problems import normalize_question
-from pipelines.data.self_improvement import VERIFIER_VERSION
+from pipelines.data.self_improvement import STOPPED, VERIFIER_VERSION
 from pipelines.definitions import PROJECT_ROOT, all_assets, default_resources
 from pipelines.training.checkpoint_record import read_record
 from resources.checkpoint_store import verify_checkpoint

@@ -79,7 +79,7 @@ def test_validation_is_held_out_and_each_round_samples_its_own_block():
 
 
 def test_the_stop_rule_reads_the_previous_rounds_record():
-    from assets.self_improvement import STOPPED, stop_reason
+    from pipelines.data.self_improvement import STOPPED, stop_reason
 
     gained = {"evaluation": {"validation_pass_at_1": 0.40, "start_validation_pass_at_1": 0.35}}
     assert stop_reason(gained, "reasoning_round_1_checkpoint", 0.01) is None
@@ -88,6 +88,17 @@ def test_the_stop_rule_reads_the_previous_rounds_record():
     assert "less than min_improvement 0.0" in stop_reason(lost, "reasoning_round_1_checkpoint", 0.0)
     assert stop_reason({STOPPED: {"reason": "no sample passed"}}, "r1", 0.0) == "r1 stopped: no sample passed"
     assert stop_reason({"evaluation": {}}, "r1", 0.0) is None  # nothing to validate on: the rounds go on
+
+
+def test_a_stopped_round_carries_the_better_of_the_previous_round_and_its_start():
+    from pipelines.data.self_improvement import STOPPED, best_weights
+
+    start = {"name": "reasoning_checkpoint", "version": "v0"}
+    gained = {"evaluation": {"validation_pass_at_1": 0.40, "start_validation_pass_at_1": 0.35}, "start_checkpoint": start}
+    lost = {"evaluation": {"validation_pass_at_1": 0.30, "start_validation_pass_at_1": 0.35}, "start_checkpoint": start}
+    assert best_weights(gained) is None  # the previous round's own weights
+    assert best_weights(lost) == start  # it did worse than where it started
+    assert best_weights({STOPPED: {"weights_of": "reasoning_checkpoint@v0"}, **lost}) is None  # already the best
 
 
 def test_the_report_section_follows_the_branch_round_by_round():
